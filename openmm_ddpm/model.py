@@ -1,0 +1,146 @@
+"""The trained model as the proposal sees it: positions in nm, exact log q.
+
+``DiffusionProposalModel`` wraps a (frozen) ``EDMDiffusion`` and a
+``Representation`` into the protocol of ``GenerativeProposal``:
+
+- ``sample(n, temperature, generator=None, reference_positions=None)``
+  -> (positions (n, N, 3) float64 nm, log_q (n,))
+- ``log_prob(positions, temperature)`` -> log_q (n,)
+
+Both densities are over the same coordinates as the reduced potential:
+the representation's features plus, where the representation keeps a
+frame (centre of mass, rigid-body frame), the slice at the reference
+configuration's frame. A candidate's log q is computed by the very same
+function as the current state's (``log_prob``), so the two are consistent
+by construction; NaN marks a point outside the proposal's support.
+"""
+import numpy as np
+import torch
+from openmm import unit
+
+from openmm_ddpm.coordinates import as_positions_tensor
+
+
+def temperature_kelvin(temperature):
+    """Return a positive temperature Quantity as a float in K."""
+    if not unit.is_quantity(temperature):
+        raise TypeError(f"temperature must be an openmm.unit.Quantity, got {temperature!r}")
+    value = float(temperature.value_in_unit(unit.kelvin))
+    if not value > 0:
+        raise ValueError(f"temperature must be positive, got {temperature}")
+    return value
+
+
+class DiffusionProposalModel:
+    """Exact-density proposals from a diffusion model over a representation.
+
+    Parameters
+    ----------
+    diffusion : openmm_ddpm.diffusion.EDMDiffusion
+        Used as is: pass a frozen float64 copy (``Trainer.frozen_diffusion``)
+        so the model cannot change during a move.
+    representation : openmm_ddpm.coordinates.Representation
+    """
+
+    def __init__(self, diffusion, representation):
+        if diffusion.n_features != representation.n_features:
+            raise ValueError(
+                f"model has {diffusion.n_features} features, representation {representation.n_features}"
+            )
+        self.diffusion = diffusion
+        self.representation = representation
+
+    def sample(self, n, temperature, generator=None, reference_positions=None):
+        """Draw n candidates at a temperature with their exact log q.
+
+        Parameters
+        ----------
+        n : int
+        temperature : openmm.unit.Quantity
+        generator : torch.Generator, optional
+        reference_positions : array_like (N, 3), nm, optional
+            Configuration whose frame the candidates keep (needed only by
+            representations with a frame).
+
+        Returns
+        -------
+        positions : numpy.ndarray, (n, N, 3), float64, nm
+        log_q : numpy.ndarray, (n,)
+        """
+        positions, valid = self._draw(n, temperature, generator, reference_positions)
+        log_q = self.log_prob(positions, temperature)
+        log_q[~valid] = np.nan
+        return positions, log_q
+
+    def _draw(self, n, temperature, generator, reference_positions):
+        """Positions (n, N, 3) nm through the flow map, and their domain mask."""
+        flow = self.diffusion.sample_flow(n, temperature_kelvin(temperature), generator=generator, with_log_prob=False)
+        frame = self._frame(n, reference_positions)
+        positions, _, valid = self.representation.inverse(flow.x.to(torch.float64), frame)
+        return positions.detach().cpu().numpy(), valid.cpu().numpy()
+
+    def sample_and_score(self, n, temperature, current_positions, generator=None):
+        """Candidates, their log q, and the current state's log q in one batch.
+
+        The fused form of ``sample`` + ``log_prob(current)`` that
+        ``GenerativeProposal`` uses when a model offers it: the current
+        configuration is encoded in the same batch as the candidates, which
+        halves the cost of a move. Values are those of ``log_prob``.
+
+        Parameters
+        ----------
+        n : int
+        temperature : openmm.unit.Quantity
+        current_positions : array_like, (N, 3), nm
+        generator : torch.Generator, optional
+
+        Returns
+        -------
+        candidates : numpy.ndarray, (n, N, 3), nm
+        log_q_candidates : numpy.ndarray, (n,)
+        log_q_current : float
+        """
+        candidates, valid = self._draw(n, temperature, generator, current_positions)
+        current = as_positions_tensor(current_positions).numpy()
+        log_q = self.log_prob(np.concatenate([current, candidates]), temperature)
+        log_q_candidates = log_q[1:]
+        log_q_candidates[~valid] = np.nan
+        return candidates, log_q_candidates, float(log_q[0])
+
+    def log_prob(self, positions, temperature):
+        """Exact log q of configurations (NaN outside the support).
+
+        Parameters
+        ----------
+        positions : array_like, (n, N, 3) or (N, 3), nm
+        temperature : openmm.unit.Quantity
+
+        Returns
+        -------
+        numpy.ndarray, (n,)
+        """
+        kelvin = temperature_kelvin(temperature)
+        positions = as_positions_tensor(positions)
+        features, logdet = self.representation.forward(positions)
+        encoding = self.diffusion.encode(features, kelvin)
+        log_q = encoding.log_prob.to(torch.float64).cpu() + logdet.cpu()
+        return log_q.numpy().copy()
+
+    def generate(self, n, temperature, generator=None, reference_positions=None):
+        """Fast unweighted samples (stochastic sampler; no densities).
+
+        Returns positions, numpy.ndarray (n, N, 3), nm.
+        """
+        kelvin = temperature_kelvin(temperature)
+        x = self.diffusion.sample_sde(n, kelvin, generator=generator)
+        positions, _, _ = self.representation.inverse(x.to(torch.float64), self._frame(n, reference_positions))
+        return positions.detach().cpu().numpy()
+
+    def _frame(self, n, reference_positions):
+        coordinates = self.representation.coordinates
+        if reference_positions is None:
+            if self.representation.frame(torch.zeros(1, coordinates.n_atoms, 3)).shape[-1] > 0:
+                raise ValueError("this representation keeps a frame: pass reference_positions")
+            return None
+        frame = self.representation.frame(as_positions_tensor(reference_positions))
+        return frame.expand(n, *frame.shape[1:])

@@ -1,0 +1,251 @@
+"""Exact generative proposals: the i-SIR / independence Metropolis-Hastings move.
+
+With current x and K candidates y_1..y_K drawn independently from q, every
+point gets the weight w(.) = exp(-u(.) - log q(.)), u the reduced potential
+of the thermodynamic state, and the new state is drawn from {x, y_1..y_K}
+with probability proportional to w (iterated sampling-importance-resampling,
+Andrieu, Lee & Vihola 2018; DESIGN.md section 2). The move leaves
+pi(x) ~ exp(-u(x)) invariant for any q whose support covers pi's; K = 1 is
+independence Metropolis-Hastings, min(1, w(y)/w(x)).
+
+Points outside the proposal's support (log q NaN: outside the representation's
+domain, or not encodable) and points with a non-finite energy get weight 0.
+If the *current* state is outside the support the move does nothing, which
+keeps pi invariant because candidates outside the support never enter either
+(see docs/exactness.md).
+"""
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+from openmm import unit
+from openmmtools import cache, mcmc
+
+
+@dataclass
+class ProposalStatistics:
+    """Counters of a GenerativeProposal.
+
+    Attributes
+    ----------
+    n_moves : int
+        Calls of ``apply``.
+    n_candidates : int
+        Candidates drawn.
+    n_accepted : int
+        Moves that replaced the state by a candidate.
+    n_invalid_candidates : int
+        Candidates with weight 0 (outside the support, or non-finite energy).
+    n_current_outside_support : int
+        Moves skipped because the current state was outside the support.
+    sum_ess_fraction : float
+        Sum over moves of ESS / (K + 1) of the move's weights.
+    """
+
+    n_moves: int = 0
+    n_candidates: int = 0
+    n_accepted: int = 0
+    n_invalid_candidates: int = 0
+    n_current_outside_support: int = 0
+    sum_ess_fraction: float = 0.0
+
+    @property
+    def acceptance_rate(self):
+        """Fraction of moves that changed the state."""
+        return self.n_accepted / self.n_moves if self.n_moves else float("nan")
+
+    @property
+    def mean_ess_fraction(self):
+        """Mean over moves of ESS / (K + 1)."""
+        return self.sum_ess_fraction / self.n_moves if self.n_moves else float("nan")
+
+    @property
+    def invalid_fraction(self):
+        """Fraction of candidates that got weight 0."""
+        return self.n_invalid_candidates / self.n_candidates if self.n_candidates else float("nan")
+
+
+@dataclass(frozen=True)
+class MoveOutcome:
+    """What one move did.
+
+    Attributes
+    ----------
+    chosen : int
+        0 if the current state was kept, else 1 + index of the chosen candidate.
+    log_weights : numpy.ndarray, (K + 1,)
+        log w of current state (first) and candidates; -inf for weight 0.
+    ess_fraction : float
+    """
+
+    chosen: int
+    log_weights: np.ndarray
+    ess_fraction: float
+
+
+def effective_sample_size(log_weights):
+    """Kish ESS (sum w)^2 / sum w^2 of unnormalized log-weights (-inf allowed)."""
+    log_weights = np.asarray(log_weights, dtype=float)
+    finite = np.isfinite(log_weights)
+    if not finite.any():
+        return 0.0
+    w = np.exp(log_weights[finite] - log_weights[finite].max())
+    return float(w.sum() ** 2 / (w**2).sum())
+
+
+def isir_select(log_weights, rng):
+    """Draw an index with probability proportional to exp(log_weights).
+
+    Parameters
+    ----------
+    log_weights : array_like, (K + 1,)
+        Entry 0 is the current state and must be finite.
+    rng : numpy.random.Generator
+
+    Returns
+    -------
+    int
+    """
+    log_weights = np.asarray(log_weights, dtype=float)
+    if not np.isfinite(log_weights[0]):
+        raise ValueError("the current state's log-weight must be finite")
+    valid = np.isfinite(log_weights)
+    p = np.zeros_like(log_weights)
+    p[valid] = np.exp(log_weights[valid] - log_weights[valid].max())
+    return int(rng.choice(len(p), p=p / p.sum()))
+
+
+def _check_system_supported(system):
+    """Refuse Systems whose configuration measure the move does not handle yet."""
+    if system.getNumConstraints() > 0:
+        raise ValueError(
+            "GenerativeProposal refuses Systems with holonomic constraints: the constraint "
+            "manifold carries a mass-metric factor that is not implemented yet. Build the "
+            "System with constraints=None (and rigidWater=False)."
+        )
+    if any(system.isVirtualSite(i) for i in range(system.getNumParticles())):
+        raise ValueError("GenerativeProposal refuses Systems with virtual sites (their positions are not free)")
+    if system.usesPeriodicBoundaryConditions():
+        raise ValueError(
+            "GenerativeProposal refuses periodic Systems: the representation has no periodic images. "
+            "The model can still be trained and sampled for analysis."
+        )
+
+
+class GenerativeProposal(mcmc.MCMCMove):
+    """Exact independence proposals from a generative model (i-SIR with K candidates).
+
+    Parameters
+    ----------
+    model : object
+        Implements ``sample(n, temperature, generator=None, reference_positions=None)
+        -> (positions (n, N, 3) nm, log_q (n,))`` and
+        ``log_prob(positions, temperature) -> log_q (n,)``, both over the
+        coordinates of the reduced potential (see ``openmm_ddpm.model``).
+        A model may also offer ``sample_and_score(n, temperature,
+        current_positions, generator=None) -> (positions, log_q,
+        log_q_current)``, a fused form the move then uses.
+    n_candidates : int
+        K; 1 is independence Metropolis-Hastings.
+    random_state : int, numpy.random.Generator or None
+        Source of all randomness of the move (candidate draws and selection).
+    """
+
+    def __init__(self, model, n_candidates=1, random_state=None):
+        super().__init__()
+        if int(n_candidates) < 1:
+            raise ValueError(f"n_candidates must be >= 1, got {n_candidates}")
+        self.model = model
+        self.n_candidates = int(n_candidates)
+        self.rng = random_state if isinstance(random_state, np.random.Generator) else np.random.default_rng(random_state)
+        self.torch_generator = torch.Generator().manual_seed(int(self.rng.integers(2**62)))
+        self.statistics = ProposalStatistics()
+        self.last_outcome = None
+
+    def apply(self, thermodynamic_state, sampler_state, context_cache=None):
+        """Apply one i-SIR move in place on ``sampler_state``.
+
+        Parameters
+        ----------
+        thermodynamic_state : openmmtools.states.ThermodynamicState
+        sampler_state : openmmtools.states.SamplerState
+        context_cache : openmmtools.cache.ContextCache, optional
+            Default: the global context cache.
+        """
+        _check_system_supported(thermodynamic_state.system)
+        temperature = thermodynamic_state.temperature
+        current = np.asarray(sampler_state.positions.value_in_unit(unit.nanometer), dtype=np.float64)
+        candidates, log_q_candidates, log_q_current = self._draw_and_score(temperature, current)
+        self.statistics.n_moves += 1
+        self.statistics.n_candidates += self.n_candidates
+        if not np.isfinite(log_q_current):
+            self.statistics.n_current_outside_support += 1
+            self.last_outcome = MoveOutcome(0, np.array([np.nan]), float("nan"))
+            return
+        configurations = np.concatenate([current[None], np.asarray(candidates, dtype=np.float64)])
+        reduced = reduced_potentials(thermodynamic_state, sampler_state, configurations, context_cache)
+        log_weights = -reduced - np.concatenate([[log_q_current], log_q_candidates])
+        log_weights[1:][~np.isfinite(log_weights[1:])] = -np.inf
+        if not np.isfinite(log_weights[0]):
+            raise RuntimeError(f"the current state's reduced potential is not finite ({reduced[0]})")
+        chosen = isir_select(log_weights, self.rng)
+        ess_fraction = effective_sample_size(log_weights) / len(log_weights)
+        self.statistics.n_invalid_candidates += int(np.sum(~np.isfinite(log_weights[1:])))
+        self.statistics.sum_ess_fraction += ess_fraction
+        if chosen > 0:
+            self.statistics.n_accepted += 1
+            sampler_state.positions = unit.Quantity(configurations[chosen], unit.nanometer)
+        self.last_outcome = MoveOutcome(chosen, log_weights, ess_fraction)
+
+    def _draw_and_score(self, temperature, current):
+        """K candidates with log q, and log q of the current state."""
+        fused = getattr(self.model, "sample_and_score", None)
+        if fused is not None:
+            return fused(self.n_candidates, temperature, current, generator=self.torch_generator)
+        candidates, log_q_candidates = self.model.sample(
+            self.n_candidates, temperature, generator=self.torch_generator, reference_positions=current
+        )
+        log_q_current = float(self.model.log_prob(current[None], temperature)[0])
+        return candidates, log_q_candidates, log_q_current
+
+    def reset_statistics(self):
+        """Zero the counters."""
+        self.statistics = ProposalStatistics()
+
+    def __getstate__(self):
+        return {"n_candidates": self.n_candidates, "statistics": asdict(self.statistics)}
+
+    def __setstate__(self, serialization):
+        raise NotImplementedError(
+            "a GenerativeProposal is restored by openmm_ddpm's sampler from its model checkpoint"
+        )
+
+
+def reduced_potentials(thermodynamic_state, sampler_state, configurations, context_cache=None):
+    """Reduced potentials u = beta (U + pV) of configurations, from OpenMM.
+
+    Parameters
+    ----------
+    thermodynamic_state : openmmtools.states.ThermodynamicState
+    sampler_state : openmmtools.states.SamplerState
+        Its box vectors are used; it is re-applied to the Context afterwards.
+    configurations : numpy.ndarray, (n, N, 3), nm
+    context_cache : openmmtools.cache.ContextCache, optional
+
+    Returns
+    -------
+    numpy.ndarray, (n,)
+        NaN-free: non-finite energies are returned as +inf.
+    """
+    context_cache = cache.global_context_cache if context_cache is None else context_cache
+    context, _ = context_cache.get_context(thermodynamic_state)
+    reduced = np.empty(len(configurations))
+    for i, positions in enumerate(configurations):
+        if not np.all(np.isfinite(positions)):
+            reduced[i] = np.inf
+            continue
+        context.setPositions(positions)
+        value = thermodynamic_state.reduced_potential(context)
+        reduced[i] = value if np.isfinite(value) else np.inf
+    sampler_state.apply_to_context(context, ignore_velocities=True)
+    return reduced

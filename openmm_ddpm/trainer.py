@@ -1,0 +1,102 @@
+"""Training of the diffusion model, with EMA weights for proposals."""
+import copy
+from dataclasses import dataclass
+
+import torch
+
+from openmm_ddpm.diffusion import EDMDiffusion
+
+
+@dataclass(frozen=True)
+class TrainingSettings:
+    """Optimizer settings.
+
+    Attributes
+    ----------
+    batch_size : int
+    learning_rate : float
+    ema_decay : float
+        EMA weights w_ema <- d w_ema + (1 - d) w after every step.
+    weight_decay : float
+        AdamW weight decay.
+    gradient_clip : float
+        Maximum gradient norm.
+    """
+
+    batch_size: int = 256
+    learning_rate: float = 1e-3
+    ema_decay: float = 0.995
+    weight_decay: float = 0.0
+    gradient_clip: float = 1.0
+
+    def __post_init__(self):
+        if self.batch_size < 1 or not self.learning_rate > 0 or not 0 <= self.ema_decay < 1:
+            raise ValueError("need batch_size >= 1, learning_rate > 0, 0 <= ema_decay < 1")
+
+
+class Trainer:
+    """Fits an ``EDMDiffusion`` to (features, temperature) data.
+
+    Parameters
+    ----------
+    diffusion : EDMDiffusion
+        Its network is trained in place.
+    settings : TrainingSettings
+    seed : int
+        Seeds the minibatch and noise draws.
+    """
+
+    def __init__(self, diffusion, settings=TrainingSettings(), seed=0):
+        self.diffusion = diffusion
+        self.settings = settings
+        self.generator = torch.Generator(device=diffusion.device).manual_seed(int(seed))
+        self.ema_network = copy.deepcopy(diffusion.network).requires_grad_(False)
+        self.optimizer = torch.optim.AdamW(
+            diffusion.network.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay
+        )
+        self.n_steps_done = 0
+
+    def step(self, features, temperatures_kelvin, n_steps):
+        """Run n optimizer steps on random minibatches.
+
+        Parameters
+        ----------
+        features : torch.Tensor, (n, D)
+            Standardized features.
+        temperatures_kelvin : torch.Tensor, (n,), K
+        n_steps : int
+
+        Returns
+        -------
+        float
+            Mean training loss over the steps.
+        """
+        network = self.diffusion.network.train()
+        dtype, device = self.diffusion.dtype, self.diffusion.device
+        features = torch.as_tensor(features).to(dtype=dtype, device=device)
+        temperatures = torch.as_tensor(temperatures_kelvin).to(dtype=dtype, device=device)
+        if features.shape[0] != temperatures.shape[0] or features.shape[0] == 0:
+            raise ValueError("need the same, non-zero number of features and temperatures")
+        total = 0.0
+        for _ in range(int(n_steps)):
+            index = torch.randint(features.shape[0], (self.settings.batch_size,), generator=self.generator, device=device)
+            loss = self.diffusion.loss(features[index], temperatures[index], generator=self.generator)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(network.parameters(), self.settings.gradient_clip)
+            self.optimizer.step()
+            self._update_ema()
+            total += float(loss.detach())
+        self.n_steps_done += int(n_steps)
+        return total / max(int(n_steps), 1)
+
+    @torch.no_grad()
+    def _update_ema(self):
+        decay = self.settings.ema_decay
+        for ema, live in zip(self.ema_network.parameters(), self.diffusion.network.parameters()):
+            ema.lerp_(live, 1.0 - decay)
+
+    def frozen_diffusion(self, dtype=torch.float64):
+        """A detached copy of the EMA model for proposals: frozen, eval mode, float64."""
+        network = copy.deepcopy(self.ema_network).to(dtype=dtype).eval().requires_grad_(False)
+        return EDMDiffusion(network, self.diffusion.settings)
