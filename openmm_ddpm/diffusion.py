@@ -252,11 +252,28 @@ class EDMDiffusion:
         -------
         FlowSample
         """
-        t = self._temperatures(temperature_kelvin, n)
         z = self.settings.sigma_max * torch.randn(
             (n, self.n_features), generator=generator, dtype=self.dtype, device=self.device
         )
-        log_prob = self.prior_log_prob(z) if with_log_prob else torch.full((n,), math.nan, dtype=self.dtype)
+        return self.decode(z, temperature_kelvin, with_log_prob=with_log_prob)
+
+    @torch.no_grad()
+    def decode(self, latent, temperature_kelvin, with_log_prob=True):
+        """Push latent points through the flow map Phi (sigma_max -> sigma_min).
+
+        Parameters
+        ----------
+        latent : torch.Tensor, (n, D)
+        temperature_kelvin : float or torch.Tensor (n,), K
+        with_log_prob : bool
+
+        Returns
+        -------
+        FlowSample
+        """
+        z = latent.to(dtype=self.dtype, device=self.device)
+        t = self._temperatures(temperature_kelvin, z.shape[0])
+        log_prob = self.prior_log_prob(z) if with_log_prob else torch.full((z.shape[0],), math.nan, dtype=self.dtype)
         levels = self.noise_levels()
         x = z
         for sigma_from, sigma_to in zip(levels[:-1], levels[1:]):

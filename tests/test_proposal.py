@@ -1,0 +1,173 @@
+"""The i-SIR move: selection law, invariance on the double well, robustness."""
+import numpy as np
+import openmm
+import pytest
+from analytic import GaussianMixtureModel
+from conftest import run_chain
+from openmm import unit
+from openmmtools import mcmc, states
+
+from openmm_ddpm.analysis import batch_means_standard_error
+from openmm_ddpm.proposal import GenerativeProposal, effective_sample_size, isir_select
+
+TEMPERATURE = 300.0 * unit.kelvin
+
+
+def mixture_for(double_well, left_weight=0.5, stddev=0.15):
+    """A broad analytic proposal with deliberately wrong (50/50) populations."""
+    means = [double_well.minimum_positions(w).value_in_unit(unit.nanometer) for w in (0, 1)]
+    return GaussianMixtureModel(means, [stddev, stddev], [left_weight, 1.0 - left_weight])
+
+
+def langevin_then(proposal, n_steps=50):
+    dynamics = mcmc.LangevinDynamicsMove(
+        timestep=2.0 * unit.femtosecond, collision_rate=1.0 / unit.picosecond, n_steps=n_steps, reassign_velocities=False
+    )
+    return mcmc.SequenceMove([dynamics, proposal])
+
+
+def left_population(wells):
+    left = (wells == 0).astype(float)
+    return left.mean(), batch_means_standard_error(left)
+
+
+def test_isir_selection_frequencies():
+    rng = np.random.default_rng(0)
+    log_weights = np.log([0.1, 0.2, 0.0001, 0.3]) + 5.0
+    log_weights[2] = -np.inf
+    counts = np.bincount([isir_select(log_weights, rng) for _ in range(20000)], minlength=4)
+    expected = np.array([1, 2, 0, 3]) / 6 * 20000
+    assert counts[2] == 0
+    assert np.all(np.abs(counts - expected) < 4 * np.sqrt(expected + 1))
+
+
+def test_effective_sample_size_limits():
+    assert effective_sample_size(np.zeros(8)) == pytest.approx(8.0)
+    assert effective_sample_size([0.0, -np.inf, -np.inf]) == pytest.approx(1.0)
+    assert effective_sample_size([0.0, -800.0]) == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("n_candidates", [1, 8])
+def test_analytic_proposal_gives_exact_populations(double_well, reference_context_cache, n_candidates):
+    """(a) Langevin + i-SIR with a fixed, wrong (50/50) proposal recovers ~90/10."""
+    proposal = GenerativeProposal(mixture_for(double_well), n_candidates=n_candidates, random_state=10 + n_candidates)
+    wells = run_chain(double_well, langevin_then(proposal), TEMPERATURE, 4000, reference_context_cache)
+    estimate, error = left_population(wells)
+    exact = double_well.exact_populations(TEMPERATURE).left
+    assert abs(estimate - exact) < 4 * error, (estimate, error, exact)
+    assert error < 0.02  # the test has the power to see a wrong answer
+    assert proposal.statistics.n_moves == 4000 and proposal.statistics.n_accepted > 200
+
+
+def test_k1_and_k8_agree(double_well, reference_context_cache):
+    """(c) the number of candidates changes efficiency, not the answer."""
+    estimates = []
+    for n_candidates, seed in ((1, 21), (8, 22)):
+        proposal = GenerativeProposal(mixture_for(double_well, 0.3), n_candidates=n_candidates, random_state=seed)
+        estimates.append(left_population(run_chain(double_well, proposal, TEMPERATURE, 4000, reference_context_cache)))
+    (a, error_a), (b, error_b) = estimates
+    assert abs(a - b) < 4 * np.hypot(error_a, error_b), estimates
+
+
+class DensityIgnoringModel(GaussianMixtureModel):
+    """A model that reports log q = 0: the move then targets pi * q, not pi."""
+
+    def sample(self, n, temperature, generator=None, reference_positions=None):
+        positions, _ = super().sample(n, temperature, generator)
+        return positions, np.zeros(n)
+
+    def log_prob(self, positions, temperature):
+        return np.zeros(len(positions))
+
+
+def test_population_test_detects_a_wrong_density(double_well, reference_context_cache):
+    """Negative control: dropping log q biases the chain far beyond the test's 4 sigma."""
+    means = [double_well.minimum_positions(w).value_in_unit(unit.nanometer) for w in (0, 1)]
+    wrong = DensityIgnoringModel(means, [0.15, 0.15], [0.02, 0.98])
+    proposal = GenerativeProposal(wrong, n_candidates=1, random_state=5)
+    estimate, error = left_population(run_chain(double_well, proposal, TEMPERATURE, 4000, reference_context_cache))
+    exact = double_well.exact_populations(TEMPERATURE).left
+    assert abs(estimate - exact) > 4 * error, (estimate, error, exact)
+
+
+class BrokenModel(GaussianMixtureModel):
+    """Three in four candidates are NaN, infinitely far, or outside the support."""
+
+    def sample(self, n, temperature, generator=None, reference_positions=None):
+        positions, log_q = super().sample(n, temperature, generator)
+        positions[0::4] = np.nan
+        positions[1::4] = np.inf
+        log_q[2::4] = np.nan
+        return positions, log_q
+
+
+def test_invalid_candidates_get_weight_zero(double_well, reference_context_cache):
+    proposal = GenerativeProposal(BrokenModel(*_mixture_args(double_well)), n_candidates=8, random_state=3)
+    run_chain(double_well, proposal, TEMPERATURE, 200, reference_context_cache)
+    stats = proposal.statistics
+    assert stats.n_invalid_candidates == 200 * 6
+    assert stats.n_accepted > 0
+    log_weights = proposal.last_outcome.log_weights
+    assert np.isfinite(log_weights[0]) and np.all(np.isneginf(np.delete(log_weights[1:], [3, 7])))
+
+
+def _mixture_args(double_well):
+    means = [double_well.minimum_positions(w).value_in_unit(unit.nanometer) for w in (0, 1)]
+    return means, [0.15, 0.15], [0.5, 0.5]
+
+
+class OutsideSupportModel(GaussianMixtureModel):
+    def log_prob(self, positions, temperature):
+        return np.full(len(positions), np.nan)
+
+
+def test_current_state_outside_support_means_no_move(double_well, reference_context_cache):
+    proposal = GenerativeProposal(OutsideSupportModel(*_mixture_args(double_well)), random_state=0)
+    wells = run_chain(double_well, proposal, TEMPERATURE, 50, reference_context_cache, start_well=1)
+    assert np.all(wells == 1)
+    assert proposal.statistics.n_current_outside_support == 50 and proposal.statistics.n_accepted == 0
+
+
+def test_same_seed_same_chain(double_well, reference_context_cache):
+    chains = []
+    for _ in range(2):
+        proposal = GenerativeProposal(mixture_for(double_well), n_candidates=4, random_state=123)
+        thermodynamic_state = states.ThermodynamicState(double_well.system, TEMPERATURE)
+        sampler_state = states.SamplerState(double_well.minimum_positions(0))
+        trajectory = []
+        for _ in range(30):
+            proposal.apply(thermodynamic_state, sampler_state, reference_context_cache)
+            trajectory.append(sampler_state.positions.value_in_unit(unit.nanometer).copy())
+        chains.append(np.array(trajectory))
+    assert np.array_equal(chains[0], chains[1])
+
+
+def test_constrained_and_periodic_systems_are_refused(double_well, reference_context_cache):
+    proposal = GenerativeProposal(mixture_for(double_well), random_state=0)
+    constrained = openmm.System()
+    for _ in range(2):
+        constrained.addParticle(1.0)
+    constrained.addConstraint(0, 1, 0.1)
+    sampler_state = states.SamplerState(np.array([[0.0, 0.0, 0.0], [0.1, 0.0, 0.0]]) * unit.nanometer)
+    with pytest.raises(ValueError, match="constraints=None"):
+        proposal.apply(states.ThermodynamicState(constrained, TEMPERATURE), sampler_state, reference_context_cache)
+    periodic = openmm.System()
+    periodic.addParticle(1.0)
+    periodic.setDefaultPeriodicBoxVectors(*(np.eye(3) * 2.0))
+    force = openmm.NonbondedForce()
+    force.setNonbondedMethod(openmm.NonbondedForce.CutoffPeriodic)
+    force.addParticle(0.0, 0.3, 0.0)
+    periodic.addForce(force)
+    with pytest.raises(ValueError, match="periodic"):
+        proposal.apply(
+            states.ThermodynamicState(periodic, TEMPERATURE),
+            states.SamplerState(np.zeros((1, 3)) * unit.nanometer, box_vectors=np.eye(3) * 2.0 * unit.nanometer),
+            reference_context_cache,
+        )
+
+
+def test_bad_arguments_raise(double_well):
+    with pytest.raises(ValueError, match="n_candidates"):
+        GenerativeProposal(mixture_for(double_well), n_candidates=0)
+    with pytest.raises(ValueError, match="current state"):
+        isir_select([np.nan, 0.0], np.random.default_rng(0))
