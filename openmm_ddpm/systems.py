@@ -68,6 +68,12 @@ class DoubleWell2D:
         k_y and k_z in energy / (mole length^2) (default 200 kJ/mol/nm^2).
     mass : openmm.unit.Quantity, mass
         Particle mass (default 10 amu).
+    n_bath_particles : int
+        Extra particles, each in an isotropic harmonic well of stiffness
+        k_z, independent of the double-well particle (default 0). They leave
+        the well populations unchanged but add 3 degrees of freedom each,
+        which narrows the energy distributions the way a larger molecule
+        does, so replica exchange needs closely spaced temperatures.
     """
 
     def __init__(
@@ -80,6 +86,7 @@ class DoubleWell2D:
         spring_constant_y=200.0 * unit.kilojoule_per_mole / unit.nanometer**2,
         spring_constant_z=200.0 * unit.kilojoule_per_mole / unit.nanometer**2,
         mass=10.0 * unit.amu,
+        n_bath_particles=0,
     ):
         energy = unit.kilojoule_per_mole
         stiffness = unit.kilojoule_per_mole / unit.nanometer**2
@@ -90,10 +97,12 @@ class DoubleWell2D:
         self.spring_constant_y = _positive(spring_constant_y.value_in_unit(stiffness), "spring_constant_y")
         self.spring_constant_z = _positive(spring_constant_z.value_in_unit(stiffness), "spring_constant_z")
         self.mass_amu = _positive(mass.value_in_unit(unit.amu), "mass")
+        if int(n_bath_particles) < 0:
+            raise ValueError(f"n_bath_particles must be >= 0, got {n_bath_particles}")
+        self.n_bath_particles = int(n_bath_particles)
         self.system = self._build_system()
         self.topology = self._build_topology()
-        left_minimum = [-self.well_separation_nm, -self.coupling * self.well_separation_nm, 0.0]
-        self.positions = unit.Quantity(np.array([left_minimum]), unit.nanometer)
+        self.positions = self.minimum_positions(0)
 
     def energy_expression(self):
         """Return the CustomExternalForce expression (kJ/mol, nm)."""
@@ -110,22 +119,30 @@ class DoubleWell2D:
         force = openmm.CustomExternalForce(self.energy_expression())
         force.addParticle(0, [])
         system.addForce(force)
+        if self.n_bath_particles:
+            bath = openmm.CustomExternalForce(f"0.5*kb*(x^2 + y^2 + z^2); kb={self.spring_constant_z!r}")
+            for index in range(1, 1 + self.n_bath_particles):
+                system.addParticle(self.mass_amu)
+                bath.addParticle(index, [])
+            system.addForce(bath)
         return system
 
-    @staticmethod
-    def _build_topology():
+    def _build_topology(self):
         topology = app.Topology()
         chain = topology.addChain()
         residue = topology.addResidue("DW", chain)
         topology.addAtom("X", None, residue)
+        for _ in range(self.n_bath_particles):
+            topology.addAtom("B", None, topology.addResidue("BTH", chain))
         return topology
 
     def potential_energy_kj_per_mol(self, positions_nm):
-        """U in kJ/mol for positions of shape (..., 1, 3) or (..., 3) in nm."""
-        xyz = np.asarray(positions_nm, dtype=float).reshape(-1, 3)
-        x, y, z = xyz.T
+        """U in kJ/mol for positions of shape (n, n_particles, 3) or (n_particles, 3), nm."""
+        positions = np.asarray(positions_nm, dtype=float).reshape(-1, 1 + self.n_bath_particles, 3)
+        x, y, z = positions[:, 0].T
         s = x / self.well_separation_nm
-        return (
+        bath = 0.5 * self.spring_constant_z * np.sum(positions[:, 1:] ** 2, axis=(1, 2))
+        return bath + (
             self.barrier_height_kj_per_mol * (s**2 - 1.0) ** 2
             + self.tilt_kj_per_mol * s
             + 0.5 * self.spring_constant_y * (y - self.coupling * x) ** 2
@@ -167,20 +184,19 @@ class DoubleWell2D:
         weights = np.exp(-(energy - energy.min()) / kt)
         return x, weights
 
-    @staticmethod
-    def well_index(positions_nm):
+    def well_index(self, positions_nm):
         """0 for the left well (x < 0), 1 for the right well.
 
         Parameters
         ----------
-        positions_nm : array_like, shape (..., 1, 3) or (..., 3), nm
+        positions_nm : array_like, shape (n, n_particles, 3) or (n_particles, 3), nm
 
         Returns
         -------
-        numpy.ndarray of int
+        numpy.ndarray of int, (n,)
         """
-        xyz = np.asarray(positions_nm, dtype=float).reshape(-1, 3)
-        return (xyz[:, 0] >= 0.0).astype(int)
+        positions = np.asarray(positions_nm, dtype=float).reshape(-1, 1 + self.n_bath_particles, 3)
+        return (positions[:, 0, 0] >= 0.0).astype(int)
 
     def sample_well_by_md(self, temperature, well, n_samples, *, stride_steps=50, seed=0,
                           timestep=2.0 * unit.femtosecond, collision_rate=1.0 / unit.picosecond):
@@ -203,7 +219,7 @@ class DoubleWell2D:
 
         Returns
         -------
-        numpy.ndarray, (n_samples, 1, 3), nm
+        numpy.ndarray, (n_samples, n_particles, 3), nm
         """
         integrator = openmm.LangevinMiddleIntegrator(temperature, collision_rate, timestep)
         integrator.setRandomNumberSeed(int(seed) + 1)
@@ -211,18 +227,20 @@ class DoubleWell2D:
         context.setPositions(self.minimum_positions(well))
         context.setVelocitiesToTemperature(temperature, int(seed) + 1)
         integrator.step(20 * stride_steps)
-        frames = np.empty((n_samples, 1, 3))
+        frames = np.empty((n_samples, 1 + self.n_bath_particles, 3))
         for i in range(n_samples):
             integrator.step(stride_steps)
             frames[i] = context.getState(getPositions=True).getPositions(asNumpy=True).value_in_unit(unit.nanometer)
         return frames
 
     def minimum_positions(self, well):
-        """Positions (nm, shape (1, 3)) of the minimum of well 0 (left) or 1 (right)."""
+        """Positions (nm, shape (n_particles, 3)) at the minimum of well 0 (left) or 1 (right)."""
         if well not in (0, 1):
             raise ValueError(f"well must be 0 (left) or 1 (right), got {well!r}")
+        positions = np.zeros((1 + self.n_bath_particles, 3))
         x = (-1.0 if well == 0 else 1.0) * self.well_separation_nm
-        return unit.Quantity(np.array([[x, self.coupling * x, 0.0]]), unit.nanometer)
+        positions[0] = [x, self.coupling * x, 0.0]
+        return unit.Quantity(positions, unit.nanometer)
 
 
 def _positive(value, name):

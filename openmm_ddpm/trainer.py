@@ -100,3 +100,21 @@ class Trainer:
         """A detached copy of the EMA model for proposals: frozen, eval mode, float64."""
         network = copy.deepcopy(self.ema_network).to(dtype=dtype).eval().requires_grad_(False)
         return EDMDiffusion(network, self.diffusion.settings)
+
+    def state_dict(self):
+        """Network, EMA, optimizer and random state, for a checkpoint."""
+        return {
+            "network": self.diffusion.network.state_dict(),
+            "ema_network": self.ema_network.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "generator": self.generator.get_state(),
+            "n_steps_done": self.n_steps_done,
+        }
+
+    def load_state_dict(self, state):
+        """Restore what ``state_dict`` saved."""
+        self.diffusion.network.load_state_dict(state["network"])
+        self.ema_network.load_state_dict(state["ema_network"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.generator.set_state(state["generator"])
+        self.n_steps_done = int(state["n_steps_done"])

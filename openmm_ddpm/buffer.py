@@ -1,0 +1,127 @@
+"""Streaming data for online training: a bounded replay buffer, and a
+Langevin move that hands over intermediate frames.
+
+Acceptance grows with the amount of data (DESIGN.md section 7), so the
+propagation records a frame every ``stream_stride`` MD steps, not only at
+the end of each iteration.
+"""
+import numpy as np
+from openmm import unit
+from openmmtools import mcmc
+
+
+class ReplayBuffer:
+    """A bounded first-in-first-out store of configurations and their temperatures.
+
+    Parameters
+    ----------
+    capacity : int
+        Maximum number of frames; the oldest are overwritten.
+    n_atoms : int
+    """
+
+    def __init__(self, capacity, n_atoms):
+        if capacity < 1 or n_atoms < 1:
+            raise ValueError("capacity and n_atoms must be >= 1")
+        self.capacity = int(capacity)
+        self.n_atoms = int(n_atoms)
+        self._positions = np.zeros((self.capacity, self.n_atoms, 3), dtype=np.float32)
+        self._temperatures = np.zeros(self.capacity, dtype=np.float32)
+        self._size = 0
+        self._next = 0
+        self.n_added = 0
+
+    def __len__(self):
+        return self._size
+
+    def add(self, positions_nm, temperature_kelvin):
+        """Append frames.
+
+        Parameters
+        ----------
+        positions_nm : array_like, (n, n_atoms, 3), nm
+        temperature_kelvin : float or array_like (n,), K
+        """
+        positions = np.asarray(positions_nm, dtype=np.float32).reshape(-1, self.n_atoms, 3)
+        temperatures = np.broadcast_to(np.asarray(temperature_kelvin, dtype=np.float32), (len(positions),))
+        if not np.all(np.isfinite(positions)):
+            raise ValueError("refusing to store non-finite positions")
+        for start in range(0, len(positions), self.capacity):
+            self._add_chunk(positions[start : start + self.capacity], temperatures[start : start + self.capacity])
+
+    def _add_chunk(self, positions, temperatures):
+        index = (self._next + np.arange(len(positions))) % self.capacity
+        self._positions[index] = positions
+        self._temperatures[index] = temperatures
+        self._next = int((self._next + len(positions)) % self.capacity)
+        self._size = min(self._size + len(positions), self.capacity)
+        self.n_added += len(positions)
+
+    def arrays(self):
+        """Stored frames as (positions (n, n_atoms, 3) nm, temperatures (n,) K), oldest first."""
+        order = np.arange(self._next - self._size, self._next) % self.capacity
+        return self._positions[order], self._temperatures[order]
+
+    def state_dict(self):
+        """Plain arrays and integers that reproduce the buffer (checkpoint-safe)."""
+        positions, temperatures = self.arrays()
+        return {"capacity": self.capacity, "n_atoms": self.n_atoms, "positions": positions.copy(),
+                "temperatures": temperatures.copy(), "n_added": self.n_added}
+
+    @classmethod
+    def from_state_dict(cls, state):
+        buffer = cls(int(state["capacity"]), int(state["n_atoms"]))
+        buffer.add(np.asarray(state["positions"]), np.asarray(state["temperatures"]))
+        buffer.n_added = int(state["n_added"])
+        return buffer
+
+
+class StreamingLangevinMove(mcmc.LangevinDynamicsMove):
+    """``LangevinDynamicsMove`` that records a frame every ``stream_stride`` steps.
+
+    The ``n_steps`` of one ``apply`` run in chunks of ``stream_stride``
+    (velocities are reassigned, if asked, only before the first chunk, so the
+    dynamics is the same as one call of ``n_steps``); the positions after each
+    chunk are appended to ``streamed_frames`` (nm), which the sampler empties.
+
+    Parameters
+    ----------
+    stream_stride : int
+        MD steps between recorded frames; must divide ``n_steps``.
+    **kwargs
+        As ``openmmtools.mcmc.LangevinDynamicsMove``.
+    """
+
+    def __init__(self, stream_stride=50, **kwargs):
+        super().__init__(**kwargs)
+        if stream_stride < 1 or self.n_steps % stream_stride != 0:
+            raise ValueError(f"stream_stride ({stream_stride}) must be >= 1 and divide n_steps ({self.n_steps})")
+        self.stream_stride = int(stream_stride)
+        self.streamed_frames = []
+
+    def apply(self, thermodynamic_state, sampler_state, context_cache=None):
+        n_steps, reassign = self.n_steps, self.reassign_velocities
+        try:
+            self.n_steps = self.stream_stride
+            for _ in range(n_steps // self.stream_stride):
+                super().apply(thermodynamic_state, sampler_state, context_cache)
+                self.reassign_velocities = False
+                self.streamed_frames.append(np.array(sampler_state.positions.value_in_unit(unit.nanometer)))
+        finally:
+            self.n_steps, self.reassign_velocities = n_steps, reassign
+
+    def pop_frames(self):
+        """Return the recorded frames (n, n_atoms, 3) nm and forget them."""
+        frames, self.streamed_frames = self.streamed_frames, []
+        return np.array(frames)
+
+    def __getstate__(self):
+        serialization = super().__getstate__()
+        serialization["stream_stride"] = self.stream_stride
+        return serialization
+
+    def __setstate__(self, serialization):
+        serialization = dict(serialization)
+        self.stream_stride = serialization.pop("stream_stride")
+        super().__setstate__(serialization)
+        self.streamed_frames = []

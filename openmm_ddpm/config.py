@@ -1,0 +1,146 @@
+"""Settings of the augmented replica-exchange sampler.
+
+Each group is a frozen dataclass; ``to_dict``/``coerce`` convert to and
+from the plain dicts that openmmtools stores as YAML in the run's storage,
+so a resumed run rebuilds exactly the settings it was started with.
+"""
+from dataclasses import asdict, dataclass, fields
+
+from openmm_ddpm.diffusion import DiffusionSettings
+
+
+def _plain(value):
+    if isinstance(value, tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+class _Settings:
+    """Mixin: conversion to a YAML-safe dict and back."""
+
+    def to_dict(self):
+        return {key: _plain(value) for key, value in asdict(self).items()}
+
+    @classmethod
+    def coerce(cls, value):
+        """Accept an instance, a dict of its fields, or None (defaults)."""
+        if value is None:
+            return cls()
+        if isinstance(value, cls):
+            return value
+        if isinstance(value, dict):
+            known = {f.name for f in fields(cls)}
+            unknown = set(value) - known
+            if unknown:
+                raise ValueError(f"unknown {cls.__name__} fields: {sorted(unknown)}")
+            return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in value.items()})
+        raise TypeError(f"expected {cls.__name__}, dict or None, got {type(value).__name__}")
+
+
+@dataclass(frozen=True)
+class RepresentationSettings(_Settings):
+    """How positions become model features.
+
+    Attributes
+    ----------
+    remove_center_of_mass : bool
+        True for isolated molecules, False for systems in an external field.
+    """
+
+    remove_center_of_mass: bool = False
+
+
+@dataclass(frozen=True)
+class ModelSettings(_Settings):
+    """Network size, the diffusion's noise range and the flow map.
+
+    Attributes
+    ----------
+    width, depth : int
+        Residual MLP size.
+    sigma_min, sigma_max : float
+        Noise range (standardized units).
+    n_steps : int
+        Heun steps of the proposal's flow map.
+    device : str
+        'auto' (CUDA if available), 'cpu' or 'cuda'.
+    """
+
+    width: int = 128
+    depth: int = 3
+    sigma_min: float = 0.05
+    sigma_max: float = 10.0
+    n_steps: int = 20
+    device: str = "auto"
+
+    def diffusion_settings(self):
+        return DiffusionSettings(sigma_min=self.sigma_min, sigma_max=self.sigma_max, n_steps=self.n_steps)
+
+
+@dataclass(frozen=True)
+class OnlineTrainingSettings(_Settings):
+    """When and how the model learns from the stream.
+
+    Attributes
+    ----------
+    train_interval : int
+        Iterations between training rounds.
+    train_steps : int
+        Optimizer steps per round.
+    batch_size : int
+    learning_rate : float
+    ema_decay : float
+    buffer_capacity : int
+        Frames kept (oldest dropped first).
+    min_buffer_frames : int
+        Frames needed before the first training round; the standardization
+        is fitted on the buffer at that moment and kept fixed afterwards.
+    stream_stride : int
+        MD steps between frames streamed into the buffer by the default move.
+    """
+
+    train_interval: int = 1
+    train_steps: int = 50
+    batch_size: int = 256
+    learning_rate: float = 1e-3
+    ema_decay: float = 0.995
+    buffer_capacity: int = 100_000
+    min_buffer_frames: int = 500
+    stream_stride: int = 50
+
+    def __post_init__(self):
+        if min(self.train_interval, self.train_steps, self.batch_size, self.buffer_capacity, self.stream_stride) < 1:
+            raise ValueError("intervals, steps, sizes and stride must be >= 1")
+
+
+@dataclass(frozen=True)
+class ProposalSettings(_Settings):
+    """Where, how often and how the model's candidates enter the run.
+
+    Attributes
+    ----------
+    target_states : tuple of int
+        Thermodynamic state indices that receive proposals (default: the
+        lowest temperature, state 0).
+    propose_interval : int
+        Iterations between proposal rounds.
+    n_candidates : int
+        K of the i-SIR move (1: independence Metropolis-Hastings).
+    min_training_steps : int
+        Optimizer steps the model must have had before the first proposal,
+        so an untrained model never proposes by accident.
+    seed : int
+        Seed of training minibatches and of every proposal's randomness.
+    """
+
+    target_states: tuple = (0,)
+    propose_interval: int = 1
+    n_candidates: int = 8
+    min_training_steps: int = 2000
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.propose_interval < 1 or self.n_candidates < 1 or self.min_training_steps < 0:
+            raise ValueError("propose_interval and n_candidates must be >= 1, min_training_steps >= 0")
+        if not self.target_states or any(int(s) < 0 for s in self.target_states):
+            raise ValueError("target_states must be a non-empty sequence of state indices")

@@ -1,0 +1,472 @@
+"""Drop-in openmmtools replica-exchange samplers with online diffusion proposals.
+
+Per iteration (DESIGN.md section 5):
+
+1. openmmtools mixes replicas, then every replica is propagated (over MPI
+   ranks as openmmtools distributes it); the default move,
+   ``StreamingLangevinMove``, records a frame every ``stream_stride`` steps;
+2. on rank 0 the frames enter a ``ReplayBuffer`` with the temperature of the
+   state they were sampled at; every ``train_interval`` iterations the model
+   takes ``train_steps`` optimizer steps (adaptive phase only);
+3. on rank 0, every ``propose_interval`` iterations, the replica at each
+   target state gets one exact ``GenerativeProposal`` move from a frozen
+   float64 copy of the EMA model; new positions are broadcast to every rank
+   before openmmtools recomputes the energy matrix, so the swaps stay correct;
+4. statistics go to the openmmtools storage (``online_analysis`` group, one
+   entry per iteration), and at every storage checkpoint iteration the whole
+   learning state is checkpointed atomically next to the storage, with its
+   SHA-256 recorded in storage.
+
+From ``freeze_after`` iterations on the model is frozen for good and the run
+is a homogeneous Markov chain that leaves the Boltzmann distribution of
+every state invariant (docs/exactness.md).
+"""
+import logging
+import os
+import time
+
+import mpiplus
+import numpy as np
+import torch
+from openmm import unit
+from openmmtools import states
+from openmmtools.multistate import ParallelTemperingSampler, ReplicaExchangeSampler
+
+from openmm_ddpm import __version__
+from openmm_ddpm.buffer import ReplayBuffer, StreamingLangevinMove
+from openmm_ddpm.checkpoint import checkpoint_path, list_checkpoints, load_verified, prune_checkpoints, save_atomic
+from openmm_ddpm.config import ModelSettings, OnlineTrainingSettings, ProposalSettings, RepresentationSettings
+from openmm_ddpm.coordinates import CartesianCoordinates, Representation, Standardizer
+from openmm_ddpm.diffusion import EDMDiffusion
+from openmm_ddpm.model import DiffusionProposalModel
+from openmm_ddpm.networks import ConditionedMLP
+from openmm_ddpm.proposal import GenerativeProposal, ProposalStatistics, _check_system_supported
+from openmm_ddpm.trainer import Trainer, TrainingSettings
+
+logger = logging.getLogger(__name__)
+
+_SETTINGS = {
+    "representation": RepresentationSettings,
+    "model": ModelSettings,
+    "training": OnlineTrainingSettings,
+    "proposals": ProposalSettings,
+}
+PHASE_ADAPTIVE, PHASE_PRODUCTION = 0, 1
+CHECKPOINTS_KEPT = 3
+
+
+class OnlineDDPM:
+    """The learning state of a run: buffer, model, trainer and proposal moves.
+
+    Lives on MPI rank 0 only.
+
+    Parameters
+    ----------
+    settings : dict
+        ``representation``, ``model``, ``training``, ``proposals`` settings.
+    n_atoms : int
+    masses_amu : numpy.ndarray, (n_atoms,)
+    """
+
+    def __init__(self, settings, n_atoms, masses_amu):
+        self.settings = settings
+        self.buffer = ReplayBuffer(settings["training"].buffer_capacity, n_atoms)
+        self.masses_amu = np.asarray(masses_amu, dtype=float)
+        self.device = _resolve_device(settings["model"].device)
+        self.representation = None
+        self.trainer = None
+        self.proposals = {}
+        self.frozen = False
+        self.restored_from_iteration = None
+        self._proposal_model = None
+
+    # --- learning -----------------------------------------------------------------
+
+    def train(self):
+        """One training round on the buffer; returns the mean loss (nan if not ready)."""
+        training = self.settings["training"]
+        if len(self.buffer) < training.min_buffer_frames:
+            return float("nan")
+        positions, temperatures = self.buffer.arrays()
+        if self.trainer is None:
+            self._build_model(positions)
+        features, _ = self.representation.forward(positions.astype(np.float64))
+        return self.trainer.step(features, torch.as_tensor(temperatures), training.train_steps)
+
+    def _build_model(self, positions=None, standardizer=None):
+        coordinates = CartesianCoordinates(
+            self.buffer.n_atoms,
+            masses=self.masses_amu,
+            remove_center_of_mass=self.settings["representation"].remove_center_of_mass,
+        )
+        if standardizer is None:
+            self.representation = Representation.fit(coordinates, positions.astype(np.float64))
+        else:
+            self.representation = Representation(coordinates, standardizer)
+        model = self.settings["model"]
+        network = ConditionedMLP(coordinates.n_features, width=model.width, depth=model.depth).to(self.device)
+        diffusion = EDMDiffusion(network, model.diffusion_settings())
+        training = self.settings["training"]
+        optimizer_settings = TrainingSettings(
+            batch_size=training.batch_size, learning_rate=training.learning_rate, ema_decay=training.ema_decay
+        )
+        self.trainer = Trainer(diffusion, optimizer_settings, seed=self.settings["proposals"].seed)
+
+    @property
+    def ready_to_propose(self):
+        """True once the model has had ``min_training_steps`` optimizer steps."""
+        return self.trainer is not None and self.trainer.n_steps_done >= self.settings["proposals"].min_training_steps
+
+    def refresh_proposal_model(self):
+        """Give every proposal move a new frozen float64 copy of the EMA model."""
+        model = DiffusionProposalModel(self.trainer.frozen_diffusion(), self.representation)
+        for proposal in self.proposals.values():
+            proposal.model = model
+        self._proposal_model = model
+
+    def proposal_for(self, state_index):
+        """The GenerativeProposal of a target state (created on first use)."""
+        if state_index not in self.proposals:
+            settings = self.settings["proposals"]
+            seed = np.random.SeedSequence([settings.seed, int(state_index)])
+            self.proposals[state_index] = GenerativeProposal(
+                self._proposal_model, n_candidates=settings.n_candidates, random_state=np.random.default_rng(seed)
+            )
+        return self.proposals[state_index]
+
+    # --- checkpoints ----------------------------------------------------------------
+
+    def state_dict(self, iteration):
+        state = {
+            "package_version": __version__,
+            "iteration": int(iteration),
+            "frozen": self.frozen,
+            "buffer": {k: (torch.as_tensor(v) if isinstance(v, np.ndarray) else v) for k, v in self.buffer.state_dict().items()},
+            "proposals": {
+                str(k): {"rng": p.rng.bit_generator.state, "torch_generator": p.torch_generator.get_state(),
+                         "statistics": vars(p.statistics).copy()}
+                for k, p in self.proposals.items()
+            },
+        }
+        if self.trainer is not None:
+            state["trainer"] = self.trainer.state_dict()
+            state["standardizer"] = self.representation.standardizer.state_dict()
+        return state
+
+    def load_state_dict(self, state):
+        self.buffer = ReplayBuffer.from_state_dict({k: (v.numpy() if torch.is_tensor(v) else v) for k, v in state["buffer"].items()})
+        self.frozen = bool(state["frozen"])
+        if "trainer" in state:
+            self._build_model(standardizer=Standardizer.from_state_dict(state["standardizer"]))
+            self.trainer.load_state_dict(state["trainer"])
+            self.refresh_proposal_model()
+        for key, saved in state["proposals"].items():
+            proposal = self.proposal_for(int(key))
+            proposal.rng.bit_generator.state = saved["rng"]
+            proposal.torch_generator.set_state(saved["torch_generator"])
+            proposal.statistics = ProposalStatistics(**saved["statistics"])
+
+
+class _DDPMSamplerMixin:
+    """What the DDPM samplers add to an openmmtools replica-exchange sampler.
+
+    Parameters
+    ----------
+    mcmc_moves : openmmtools.mcmc.MCMCMove or list, optional
+        Default: ``StreamingLangevinMove`` (2 fs, 1/ps, 500 steps, a frame
+        every ``training.stream_stride`` steps). With any other move, only the
+        final configuration of each iteration is streamed.
+    representation : RepresentationSettings or dict, optional
+    model : ModelSettings or dict, optional
+    training : OnlineTrainingSettings or dict, optional
+    proposals : ProposalSettings or dict, optional
+    freeze_after : int or None
+        Iteration after which the model is frozen for good (production phase).
+        None: never frozen; the whole run is adaptive.
+    **kwargs
+        As the openmmtools sampler.
+    """
+
+    def __init__(self, mcmc_moves=None, representation=None, model=None, training=None, proposals=None,
+                 freeze_after=None, **kwargs):
+        self._representation = RepresentationSettings.coerce(representation)
+        self._model = ModelSettings.coerce(model)
+        self._training = OnlineTrainingSettings.coerce(training)
+        self._proposals = ProposalSettings.coerce(proposals)
+        if freeze_after is not None and int(freeze_after) < 0:
+            raise ValueError(f"freeze_after must be >= 0 or None, got {freeze_after}")
+        self._freeze_after = None if freeze_after is None else int(freeze_after)
+        if mcmc_moves is None:
+            mcmc_moves = StreamingLangevinMove(
+                stream_stride=self._training.stream_stride, timestep=2.0 * unit.femtosecond,
+                collision_rate=1.0 / unit.picosecond, n_steps=500, reassign_velocities=False,
+            )
+        super().__init__(mcmc_moves=mcmc_moves, **kwargs)
+        self._ddpm = None
+        self._ddpm_iteration_statistics = None
+
+    # --- options: settings dataclasses are stored as plain dicts --------------------------
+
+    @property
+    def options(self):
+        options = super().options
+        for name in _SETTINGS:
+            options[name] = options[name].to_dict()
+        return options
+
+    @property
+    def ddpm(self):
+        """The run's ``OnlineDDPM`` (on MPI rank 0; None elsewhere or before the first iteration)."""
+        return self._ddpm
+
+    @property
+    def run_directory(self):
+        """Directory of the model checkpoints, next to the storage file."""
+        root, _ = os.path.splitext(os.path.abspath(self._reporter.filepath))
+        return root + "_ddpm"
+
+    def _settings(self):
+        return {"representation": self._representation, "model": self._model,
+                "training": self._training, "proposals": self._proposals}
+
+    # --- create and validate ------------------------------------------------------------
+
+    def _pre_write_create(self, thermodynamic_states, sampler_states, *args, **kwargs):
+        self._validate_states(thermodynamic_states)
+        super()._pre_write_create(thermodynamic_states, sampler_states, *args, **kwargs)
+
+    def _validate_states(self, thermodynamic_states):
+        for index in self._proposals.target_states:
+            if index >= len(thermodynamic_states):
+                raise ValueError(f"target state {index} does not exist ({len(thermodynamic_states)} states)")
+        _check_system_supported(thermodynamic_states[0].system)
+
+    # --- the iteration -------------------------------------------------------------------------
+
+    def _propagate_replicas(self):
+        frames = self._propagate_and_collect_frames()
+        updates = mpiplus.run_single_node(0, self._learn_and_propose, frames, broadcast_result=True)
+        for replica_id, positions in updates.items():
+            self._sampler_states[replica_id].positions = positions
+
+    def _propagate_and_collect_frames(self):
+        """openmmtools' replica propagation, also gathering streamed frames on rank 0."""
+        results, replica_ids = mpiplus.distribute(
+            self._propagate_replica_and_frames, range(self.n_replicas), send_results_to=0
+        )
+        frames = {}
+        for replica_id, (propagated_state, replica_frames) in zip(replica_ids, results):
+            self._sampler_states[replica_id].__setstate__(propagated_state, ignore_velocities=False)
+            frames[replica_id] = replica_frames
+        all_statistics = mpiplus.distribute(
+            self._get_replica_move_statistics, range(self.n_replicas), send_results_to="all"
+        )
+        for replica_id in range(self.n_replicas):
+            if len(all_statistics[replica_id]) > 0:
+                state_id = self._replica_thermodynamic_states[replica_id]
+                self._mcmc_moves[state_id].statistics = all_statistics[replica_id]
+        return frames
+
+    def _propagate_replica_and_frames(self, replica_id):
+        propagated_state = self._propagate_replica(replica_id)
+        move = self._mcmc_moves[self._replica_thermodynamic_states[replica_id]]
+        streaming = [m for m in _flatten_moves(move) if isinstance(m, StreamingLangevinMove)]
+        frames = [m.pop_frames() for m in streaming if m.streamed_frames]
+        if not frames:
+            final = self._sampler_states[replica_id].positions.value_in_unit(unit.nanometer)
+            frames = [np.array(final)[None]]
+        return propagated_state, np.concatenate(frames)
+
+    def _phase(self):
+        frozen = self._freeze_after is not None and self._iteration > self._freeze_after
+        return PHASE_PRODUCTION if frozen else PHASE_ADAPTIVE
+
+    def _learn_and_propose(self, frames):
+        """Rank 0: stream, train, propose, checkpoint. Returns {replica_id: new positions}."""
+        if self._ddpm is None:
+            self._ddpm = OnlineDDPM(self._settings(), self._sampler_states[0].n_particles, _masses(self._thermodynamic_states[0].system))
+        ddpm, phase = self._ddpm, self._phase()
+        for replica_id, replica_frames in frames.items():
+            ddpm.buffer.add(replica_frames, self._state_of(replica_id).temperature.value_in_unit(unit.kelvin))
+        start = time.perf_counter()
+        loss = self._train_if_due(phase)
+        training_seconds = time.perf_counter() - start
+        start = time.perf_counter()
+        updates, counts = self._propose_if_due()
+        self._ddpm_iteration_statistics = dict(
+            ddpm_phase=phase, ddpm_training_loss=loss, ddpm_training_seconds=training_seconds,
+            ddpm_proposal_seconds=time.perf_counter() - start, ddpm_buffer_frames=len(ddpm.buffer),
+            ddpm_training_steps=0 if ddpm.trainer is None else ddpm.trainer.n_steps_done, **counts,
+        )
+        self._ddpm_iteration_statistics["ddpm_checkpoint_sha256"] = self._checkpoint_if_due()
+        return updates
+
+    def _train_if_due(self, phase):
+        ddpm = self._ddpm
+        if phase == PHASE_PRODUCTION:
+            if not ddpm.frozen and ddpm.trainer is not None:
+                ddpm.frozen = True
+                ddpm.refresh_proposal_model()
+                logger.info(f"iteration {self._iteration}: model frozen for the production phase")
+            return float("nan")
+        if self._iteration % self._training.train_interval != 0:
+            return float("nan")
+        loss = ddpm.train()
+        if np.isfinite(loss):
+            ddpm.refresh_proposal_model()
+        return loss
+
+    def _propose_if_due(self):
+        ddpm, settings = self._ddpm, self._proposals
+        counts = dict(ddpm_n_candidates=0, ddpm_n_accepted=0, ddpm_n_invalid=0, ddpm_ess_fraction=float("nan"))
+        if self._iteration % settings.propose_interval != 0 or not ddpm.ready_to_propose:
+            return {}, counts
+        updates, ess = {}, []
+        for state_index in settings.target_states:
+            replica_id = int(np.flatnonzero(self._replica_thermodynamic_states == state_index)[0])
+            proposal = ddpm.proposal_for(state_index)
+            before = ProposalStatistics(**vars(proposal.statistics))
+            proposal.apply(self._thermodynamic_states[state_index], self._sampler_states[replica_id], self.energy_context_cache)
+            after = proposal.statistics
+            counts["ddpm_n_candidates"] += after.n_candidates - before.n_candidates
+            counts["ddpm_n_invalid"] += after.n_invalid_candidates - before.n_invalid_candidates
+            if after.n_accepted > before.n_accepted:
+                counts["ddpm_n_accepted"] += 1
+                updates[replica_id] = self._sampler_states[replica_id].positions
+            ess.append(proposal.last_outcome.ess_fraction)
+        counts["ddpm_ess_fraction"] = float(np.nanmean(ess)) if np.any(np.isfinite(ess)) else float("nan")
+        return updates, counts
+
+    def _state_of(self, replica_id):
+        return self._thermodynamic_states[self._replica_thermodynamic_states[replica_id]]
+
+    # --- storage, checkpoints and resume -------------------------------------------------
+
+    def _checkpoint_if_due(self):
+        """Save the learning state at storage checkpoint iterations; return its hash ('' if none)."""
+        if self._iteration % self._reporter.checkpoint_interval != 0:
+            return ""
+        path = checkpoint_path(self.run_directory, self._iteration)
+        digest = save_atomic(self._ddpm.state_dict(self._iteration), path)
+        prune_checkpoints(self.run_directory, keep=CHECKPOINTS_KEPT)
+        return digest
+
+    @mpiplus.on_single_node(rank=0, broadcast_result=False, sync_nodes=False)
+    @mpiplus.delayed_termination
+    def _report_iteration_items(self):
+        super()._report_iteration_items()
+        statistics = dict(self._ddpm_iteration_statistics or {})
+        digest = statistics.pop("ddpm_checkpoint_sha256", "")
+        if statistics:
+            self._reporter.write_online_analysis_data(self._iteration, **statistics)
+        if digest:
+            self._reporter.write_dict(f"ddpm_checkpoint_{self._iteration}", {"sha256": digest, "package_version": __version__})
+
+    def _restore_sampler_from_reporter(self, reporter):
+        super()._restore_sampler_from_reporter(reporter)
+        mpiplus.run_single_node(0, self._restore_ddpm, reporter, broadcast_result=False)
+
+    def _restore_ddpm(self, reporter):
+        """Load the newest intact checkpoint not newer than the restored iteration."""
+        root, _ = os.path.splitext(os.path.abspath(reporter.filepath))
+        directory = root + "_ddpm"
+        for iteration in reversed([i for i in list_checkpoints(directory) if i <= self._iteration]):
+            try:
+                recorded = reporter.read_dict(f"ddpm_checkpoint_{iteration}")["sha256"]
+                state = load_verified(checkpoint_path(directory, iteration), recorded)
+            except Exception as error:  # missing record, hash mismatch, unreadable file
+                logger.warning(f"skipping DDPM checkpoint of iteration {iteration}: {error}")
+                continue
+            self._ddpm = OnlineDDPM(self._settings(), self._sampler_states[0].n_particles, _masses(self._thermodynamic_states[0].system))
+            self._ddpm.load_state_dict(state)
+            self._ddpm.restored_from_iteration = iteration
+            logger.info(f"restored the DDPM learning state of iteration {iteration}")
+            return
+        logger.warning("no intact DDPM checkpoint found: the model starts from scratch")
+
+
+class DDPMParallelTemperingSampler(_DDPMSamplerMixin, ParallelTemperingSampler):
+    __doc__ = (
+        "``openmmtools.multistate.ParallelTemperingSampler`` with online diffusion training "
+        "and exact generative proposals.\n" + _DDPMSamplerMixin.__doc__.split("\n", 2)[2]
+    )
+
+    def create(self, thermodynamic_state, sampler_states, storage, min_temperature=None, max_temperature=None,
+               n_temperatures=None, temperatures=None, **kwargs):
+        """As ``ParallelTemperingSampler.create``; ``temperatures`` alone is enough."""
+        if temperatures is not None and n_temperatures is None:
+            n_temperatures = len(temperatures)
+        super().create(thermodynamic_state, sampler_states, storage, min_temperature=min_temperature,
+                       max_temperature=max_temperature, n_temperatures=n_temperatures,
+                       temperatures=temperatures, **kwargs)
+
+
+class DDPMReplicaExchangeSampler(_DDPMSamplerMixin, ReplicaExchangeSampler):
+    __doc__ = (
+        "``openmmtools.multistate.ReplicaExchangeSampler`` with online diffusion training and exact "
+        "generative proposals, for states that share one System and differ only in temperature.\n"
+        + _DDPMSamplerMixin.__doc__.split("\n", 2)[2]
+    )
+
+    def _validate_states(self, thermodynamic_states):
+        reference = thermodynamic_states[0]
+        for index, state in enumerate(thermodynamic_states):
+            if type(state) is not states.ThermodynamicState:
+                raise ValueError(
+                    f"state {index} is a {type(state).__name__}: DDPMReplicaExchangeSampler needs plain "
+                    "ThermodynamicStates that differ only in temperature (the model is conditioned on T only)"
+                )
+            if not reference.is_state_compatible(state) or state.pressure != reference.pressure:
+                raise ValueError(
+                    f"state {index} differs from state 0 in more than temperature; use one System and "
+                    "vary only the temperature (or DDPMParallelTemperingSampler)"
+                )
+        super()._validate_states(thermodynamic_states)
+
+
+def _flatten_moves(move):
+    # openmmtools' SubhookedABCMeta makes isinstance(m, SequenceMove) true for every move
+    if hasattr(move, "move_list"):
+        for inner in move.move_list:
+            yield from _flatten_moves(inner)
+    else:
+        yield move
+
+
+def _masses(system):
+    return np.array([system.getParticleMass(i).value_in_unit(unit.amu) for i in range(system.getNumParticles())])
+
+
+def _resolve_device(device):
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def read_ddpm_statistics(storage):
+    """Per-iteration DDPM statistics of a run, as a dict of numpy arrays.
+
+    Parameters
+    ----------
+    storage : str
+        Path of the openmmtools storage file.
+
+    Returns
+    -------
+    dict
+        One float array per statistic, indexed by iteration (``ddpm_phase``,
+        ``ddpm_n_candidates``, ``ddpm_n_accepted``, ``ddpm_n_invalid``,
+        ``ddpm_ess_fraction``, ``ddpm_training_loss``, ``ddpm_training_seconds``,
+        ``ddpm_proposal_seconds``, ``ddpm_buffer_frames``,
+        ``ddpm_training_steps``); NaN where an iteration wrote none.
+    """
+    import netCDF4
+
+    with netCDF4.Dataset(storage, "r") as dataset:
+        group = dataset.groups["online_analysis"]
+        suffix = "_history"
+        return {
+            name[: -len(suffix)]: np.ma.filled(group.variables[name][:, 0].astype(float), np.nan)
+            for name in group.variables
+            if name.startswith("ddpm_") and name.endswith(suffix)
+        }
