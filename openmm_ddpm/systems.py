@@ -43,14 +43,16 @@ class WellPopulations:
 class DoubleWell2D:
     """One particle in an asymmetric double well in (x, y), harmonic in z.
 
-    U(x, y, z) = h ((x/a)^2 - 1)^2 + t x/a + k_y/2 (y - c x)^2 + k_z/2 z^2
+    U(x, y, z) = h ((x/a)^2 - 1)^2 + t x/a + k_y(x)/2 (y - c x)^2 + k_z/2 z^2,
+    k_y(x) = k_y exp(w x/a)
 
     The wells sit at x = -a (deeper for t > 0) and x = +a; the coupling c
     bends the path between them, so the marginal in (x, y) is a genuinely
-    two-dimensional, curved density. Because y and z enter only through
-    Gaussians whose normalization does not depend on x, the well
-    populations reduce to a one-dimensional quadrature over x
-    (``exact_populations``).
+    two-dimensional, curved density; w > 0 makes the left well wider in y
+    (entropically favoured, more so at higher temperature). Because y and z
+    enter only through Gaussians, integrating them out leaves a factor
+    k_y(x)^(-1/2) and the well populations reduce to a one-dimensional
+    quadrature over x (``exact_populations``).
 
     Parameters
     ----------
@@ -66,6 +68,8 @@ class DoubleWell2D:
         c, dimensionless slope of the valley floor y = c x (default 0.5).
     spring_constant_y, spring_constant_z : openmm.unit.Quantity
         k_y and k_z in energy / (mole length^2) (default 200 kJ/mol/nm^2).
+    width_asymmetry : float
+        w, dimensionless (default 0: both wells equally wide in y).
     mass : openmm.unit.Quantity, mass
         Particle mass (default 10 amu).
     n_bath_particles : int
@@ -85,6 +89,7 @@ class DoubleWell2D:
         coupling=0.5,
         spring_constant_y=200.0 * unit.kilojoule_per_mole / unit.nanometer**2,
         spring_constant_z=200.0 * unit.kilojoule_per_mole / unit.nanometer**2,
+        width_asymmetry=0.0,
         mass=10.0 * unit.amu,
         n_bath_particles=0,
     ):
@@ -96,6 +101,7 @@ class DoubleWell2D:
         self.coupling = float(coupling)
         self.spring_constant_y = _positive(spring_constant_y.value_in_unit(stiffness), "spring_constant_y")
         self.spring_constant_z = _positive(spring_constant_z.value_in_unit(stiffness), "spring_constant_z")
+        self.width_asymmetry = float(width_asymmetry)
         self.mass_amu = _positive(mass.value_in_unit(unit.amu), "mass")
         if int(n_bath_particles) < 0:
             raise ValueError(f"n_bath_particles must be >= 0, got {n_bath_particles}")
@@ -107,8 +113,8 @@ class DoubleWell2D:
     def energy_expression(self):
         """Return the CustomExternalForce expression (kJ/mol, nm)."""
         return (
-            "h*((x/a)^2 - 1)^2 + t*x/a + 0.5*ky*(y - c*x)^2 + 0.5*kz*z^2;"
-            f"h={self.barrier_height_kj_per_mol!r}; t={self.tilt_kj_per_mol!r};"
+            "h*((x/a)^2 - 1)^2 + t*x/a + 0.5*ky*exp(w*x/a)*(y - c*x)^2 + 0.5*kz*z^2;"
+            f"h={self.barrier_height_kj_per_mol!r}; t={self.tilt_kj_per_mol!r}; w={self.width_asymmetry!r};"
             f"a={self.well_separation_nm!r}; c={self.coupling!r};"
             f"ky={self.spring_constant_y!r}; kz={self.spring_constant_z!r}"
         )
@@ -145,13 +151,18 @@ class DoubleWell2D:
         return bath + (
             self.barrier_height_kj_per_mol * (s**2 - 1.0) ** 2
             + self.tilt_kj_per_mol * s
-            + 0.5 * self.spring_constant_y * (y - self.coupling * x) ** 2
+            + 0.5 * self.spring_constant_y * np.exp(self.width_asymmetry * s) * (y - self.coupling * x) ** 2
             + 0.5 * self.spring_constant_z * z**2
         )
 
     def _x_marginal_energy(self, x_nm):
         s = x_nm / self.well_separation_nm
         return self.barrier_height_kj_per_mol * (s**2 - 1.0) ** 2 + self.tilt_kj_per_mol * s
+
+    def _x_marginal_free_energy(self, x_nm, kt):
+        """-kT ln of the density of x after integrating y out: adds (kT/2) ln k_y(x)."""
+        s = x_nm / self.well_separation_nm
+        return self._x_marginal_energy(x_nm) + 0.5 * kt * self.width_asymmetry * s
 
     def exact_populations(self, temperature):
         """Equilibrium well populations by quadrature over x.
@@ -178,9 +189,12 @@ class DoubleWell2D:
         Far from the wells U grows like h (x/a)^4, so |x/a| = 1.5 + (70 kT/h)^(1/4)
         is beyond 70 kT above the minima.
         """
-        half_width = self.well_separation_nm * (1.5 + (70.0 * kt / self.barrier_height_kj_per_mol) ** 0.25 + abs(self.tilt_kj_per_mol) / self.barrier_height_kj_per_mol)
+        linear = abs(self.tilt_kj_per_mol) + 0.5 * kt * abs(self.width_asymmetry)
+        half_width = self.well_separation_nm * (
+            1.5 + (70.0 * kt / self.barrier_height_kj_per_mol) ** 0.25 + linear / self.barrier_height_kj_per_mol
+        )
         x = np.linspace(-half_width, half_width, n_points)
-        energy = self._x_marginal_energy(x)
+        energy = self._x_marginal_free_energy(x, kt)
         weights = np.exp(-(energy - energy.min()) / kt)
         return x, weights
 

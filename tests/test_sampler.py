@@ -1,0 +1,170 @@
+"""The drop-in samplers: settings in storage, phases, validation, resume after SIGKILL, MPI."""
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import openmm
+import pytest
+from openmm import unit
+from openmmtools import cache, multistate, states
+
+from openmm_ddpm.checkpoint import list_checkpoints
+from openmm_ddpm.sampler import DDPMParallelTemperingSampler, DDPMReplicaExchangeSampler, read_ddpm_statistics
+from openmm_ddpm.systems import DoubleWell2D
+
+SCRIPT = os.path.join(os.path.dirname(__file__), "scripts", "double_well_remd.py")
+sys.path.insert(0, os.path.dirname(SCRIPT))
+from double_well_remd import SMALL  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def reference_platform():
+    cache.global_context_cache.empty()
+    cache.global_context_cache.platform = openmm.Platform.getPlatformByName("Reference")
+
+
+def small_run(storage, n_iterations, freeze_after):
+    system = DoubleWell2D()
+    sampler = DDPMParallelTemperingSampler(number_of_iterations=n_iterations, freeze_after=freeze_after,
+                                           online_analysis_interval=None, **SMALL)
+    reporter = multistate.MultiStateReporter(storage, checkpoint_interval=5)
+    sampler.create(states.ThermodynamicState(system.system, 300 * unit.kelvin),
+                   states.SamplerState(system.minimum_positions(1)), reporter,
+                   temperatures=[300.0, 600.0, 1200.0] * unit.kelvin)
+    sampler.run()
+    return sampler
+
+
+def test_phases_statistics_and_settings_in_storage(tmp_path):
+    storage = str(tmp_path / "run.nc")
+    sampler = small_run(storage, n_iterations=14, freeze_after=8)
+    ema = {k: v.clone() for k, v in sampler.ddpm.trainer.ema_network.state_dict().items()}
+    statistics = read_ddpm_statistics(storage)
+    phase = statistics["ddpm_phase"][1:15]
+    assert phase.tolist() == [0] * 8 + [1] * 6
+    steps = statistics["ddpm_training_steps"][1:15]
+    assert np.all(steps[8:] == steps[7]) and steps[7] > 0  # no training after freeze_after
+    assert np.all(np.isnan(statistics["ddpm_training_loss"][9:15]))
+    candidates = statistics["ddpm_n_candidates"][1:15]
+    ready = steps >= SMALL["proposals"]["min_training_steps"]
+    assert np.all(candidates[~ready] == 0) and np.all(candidates[ready] == SMALL["proposals"]["n_candidates"])
+    assert statistics["ddpm_buffer_frames"][14] == 14 * 3 * 10  # 3 replicas x 500 steps / stride 50
+    assert list_checkpoints(sampler.run_directory) == [5, 10]
+    del sampler
+
+    resumed = DDPMParallelTemperingSampler.from_storage(storage)
+    assert resumed._proposals.n_candidates == SMALL["proposals"]["n_candidates"]
+    assert resumed._model.width == SMALL["model"]["width"] and resumed._freeze_after == 8
+    assert resumed.iteration == 10 and resumed.ddpm.restored_from_iteration == 10
+    assert resumed.ddpm.frozen
+    for key, value in resumed.ddpm.trainer.ema_network.state_dict().items():
+        assert np.array_equal(value.numpy(), ema[key].numpy())  # frozen weights survive the resume
+
+
+def test_no_proposal_from_an_untrained_model(tmp_path):
+    storage = str(tmp_path / "run.nc")
+    system = DoubleWell2D()
+    sampler = DDPMParallelTemperingSampler(number_of_iterations=3, online_analysis_interval=None,
+                                           proposals=dict(min_training_steps=10**6), training=dict(min_buffer_frames=10))
+    sampler.create(states.ThermodynamicState(system.system, 300 * unit.kelvin), states.SamplerState(system.positions),
+                   multistate.MultiStateReporter(storage), temperatures=[300.0, 400.0] * unit.kelvin)
+    sampler.run()
+    assert np.nansum(read_ddpm_statistics(storage)["ddpm_n_candidates"]) == 0
+
+
+def test_replica_exchange_variant_refuses_states_that_differ_beyond_temperature(tmp_path):
+    system = DoubleWell2D()
+    other = DoubleWell2D(tilt=1.0 * unit.kilojoule_per_mole)
+    sampler_state = states.SamplerState(system.positions)
+    good = [states.ThermodynamicState(system.system, t * unit.kelvin) for t in (300, 450)]
+    DDPMReplicaExchangeSampler(number_of_iterations=1).create(good, sampler_state, multistate.MultiStateReporter(str(tmp_path / "a.nc")))
+    bad = [states.ThermodynamicState(system.system, 300 * unit.kelvin), states.ThermodynamicState(other.system, 450 * unit.kelvin)]
+    with pytest.raises(ValueError, match="more than temperature"):
+        DDPMReplicaExchangeSampler(number_of_iterations=1).create(bad, sampler_state, multistate.MultiStateReporter(str(tmp_path / "b.nc")))
+
+
+def test_bad_settings_are_refused(tmp_path):
+    system = DoubleWell2D()
+    with pytest.raises(ValueError, match="target state 5"):
+        DDPMParallelTemperingSampler(proposals=dict(target_states=[5])).create(
+            states.ThermodynamicState(system.system, 300 * unit.kelvin), states.SamplerState(system.positions),
+            multistate.MultiStateReporter(str(tmp_path / "c.nc")), temperatures=[300.0, 400.0] * unit.kelvin)
+    with pytest.raises(ValueError, match="unknown"):
+        DDPMParallelTemperingSampler(model=dict(wdith=3))
+    with pytest.raises(ValueError, match="freeze_after"):
+        DDPMParallelTemperingSampler(freeze_after=-1)
+
+
+def _start(args):
+    return subprocess.Popen([sys.executable, SCRIPT, *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def _result(process, timeout=300):
+    output, _ = process.communicate(timeout=timeout)
+    lines = [line for line in output.splitlines() if line.startswith("{")]
+    assert process.returncode == 0 and lines, output[-3000:]
+    return json.loads(lines[-1])
+
+
+def _kill_when(process, condition, timeout=300):
+    deadline = time.time() + timeout
+    while not condition():
+        assert process.poll() is None and time.time() < deadline, "the run ended before the kill point"
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+
+
+def test_resume_after_sigkill_in_the_middle_of_a_run(tmp_path):
+    storage = str(tmp_path / "run.nc")
+    run_directory = str(tmp_path / "run_ddpm")
+    process = _start([storage, "40"])
+    _kill_when(process, lambda: any(i >= 20 for i in list_checkpoints(run_directory)))
+    last_checkpoint = max(list_checkpoints(run_directory))
+    result = _result(_start([storage, "40", "--resume"]))
+    assert result["final_iteration"] == 40
+    assert result["start_iteration"] == result["restored_from_iteration"] >= last_checkpoint - 5
+    recorded = read_ddpm_statistics(storage)["ddpm_training_steps"]
+    assert result["training_steps_at_start"] == recorded[result["restored_from_iteration"]]
+    assert result["training_steps"] > result["training_steps_at_start"]
+
+
+def test_resume_after_sigkill_in_the_middle_of_a_checkpoint_write(tmp_path):
+    storage = str(tmp_path / "run.nc")
+    run_directory = str(tmp_path / "run_ddpm")
+    process = _start([storage, "30", "--pause-at-checkpoint", "15"])
+    for line in process.stdout:
+        if line.startswith("PAUSED"):
+            break
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert any(name.startswith(".tmp_") for name in os.listdir(run_directory))  # a half-done write
+    assert max(list_checkpoints(run_directory)) == 10
+    result = _result(_start([storage, "30", "--resume"]))
+    assert result["restored_from_iteration"] == 10 and result["final_iteration"] == 30
+    assert not any(name.startswith(".tmp_") for name in os.listdir(run_directory))
+
+
+def _mpiexec():
+    candidate = os.path.join(os.path.dirname(sys.executable), "mpiexec")
+    return candidate if os.path.exists(candidate) else shutil.which("mpiexec")
+
+
+@pytest.mark.skipif(_mpiexec() is None, reason="no mpiexec: pip install mpi4py mpich")
+def test_two_mpi_ranks_share_the_proposed_positions(tmp_path):
+    storage, report = str(tmp_path / "run.nc"), str(tmp_path / "report")
+    command = [_mpiexec(), "-n", "2", sys.executable, SCRIPT, storage, "12", "--report", report]
+    completed = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert completed.returncode == 0, completed.stdout[-2000:] + completed.stderr[-2000:]
+    result = json.loads([line for line in completed.stdout.splitlines() if line.startswith("{")][-1])
+    assert result["final_iteration"] == 12 and result["candidates"] > 0
+    ranks = [np.load(f"{report}.rank{r}.npz") for r in (0, 1)]
+    assert np.array_equal(ranks[0]["replica_states"], ranks[1]["replica_states"])
+    assert np.array_equal(ranks[0]["target_positions"], ranks[1]["target_positions"])
+    statistics = read_ddpm_statistics(storage)
+    assert np.nansum(statistics["ddpm_n_accepted"]) > 0  # proposals were applied, not just drawn
