@@ -24,7 +24,7 @@ from openmm_ddpm.model import DiffusionProposalModel
 from openmm_ddpm.networks import ConditionedMLP
 from openmm_ddpm.proposal import GenerativeProposal
 from openmm_ddpm.systems import DoubleWell2D
-from openmm_ddpm.trainer import Trainer, TrainingSettings
+from openmm_ddpm.trainer import OnlineTrainer, TrainingSettings
 
 TRAINING_KELVINS = (300.0, 450.0, 600.0)
 
@@ -43,7 +43,7 @@ def train_model(frames, kelvins, n_steps):
     representation = Representation.fit(CartesianCoordinates(1), frames)
     features, _ = representation.forward(frames)
     diffusion = EDMDiffusion(ConditionedMLP(3, width=64, depth=2), DiffusionSettings(n_steps=20))
-    trainer = Trainer(diffusion, TrainingSettings(learning_rate=2e-3, ema_decay=0.99), seed=0)
+    trainer = OnlineTrainer(diffusion, TrainingSettings(learning_rate=2e-3, ema_decay=0.99), seed=0)
     for done in range(0, n_steps, 500):
         loss = trainer.step(features.float(), torch.as_tensor(kelvins, dtype=torch.float32), min(500, n_steps - done))
         print(f"  training step {done + 500:5d}/{n_steps}  loss {loss:.3f}", flush=True)

@@ -11,8 +11,8 @@ the left. Plain parallel tempering only permutes configurations, so it holds
 exactly one left-well configuration among four replicas forever, and because
 that configuration is higher in energy it drifts to the hot end: the 300 K
 population is wrong however long it runs. The augmented sampler learns from
-all replicas online and injects exact proposals at 300 K, which move the
-replica between wells and recover the exact population.
+all replicas online and injects exact proposals at 300 and 475 K, which move
+replicas between wells and recover the exact population.
 
 Run:  python examples/double_well_remd.py [--iterations N] [--output DIR]
 """
@@ -37,8 +37,8 @@ STARTING_WELLS = (1, 1, 1, 0)
 
 
 def make_system():
-    return DoubleWell2D(barrier_height=70.0 * unit.kilojoule_per_mole, tilt=-1.5 * unit.kilojoule_per_mole,
-                        width_asymmetry=2.0, n_bath_particles=3)
+    return DoubleWell2D(barrier_height=70.0 * unit.kilojoule_per_mole, tilt=-2.0 * unit.kilojoule_per_mole,
+                        width_asymmetry=2.5, n_bath_particles=3)
 
 
 def dynamics():
@@ -51,7 +51,7 @@ def augmented_sampler(n_iterations, freeze_after, seed=0):
         mcmc_moves=dynamics(), number_of_iterations=n_iterations, online_analysis_interval=None,
         model=dict(width=64, depth=2, n_steps=20),
         training=dict(train_steps=40, min_buffer_frames=200, stream_stride=25),
-        proposals=dict(target_states=[0], n_candidates=8, min_training_steps=200, seed=seed),
+        proposals=dict(target_states=[0, 1], n_candidates=8, min_training_steps=200, seed=seed),
         freeze_after=freeze_after,
     )
 
@@ -98,8 +98,9 @@ def left_estimate(wells, first_iteration):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--iterations", type=int, default=240)
+    parser.add_argument("--iterations", type=int, default=320)
     parser.add_argument("--freeze-after", type=int, default=80)
+    parser.add_argument("--burn-in", type=int, default=40, help="frozen-phase iterations dropped before estimating")
     parser.add_argument("--output", default=None, help="directory for the storage files (default: a temporary one)")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
@@ -118,18 +119,19 @@ def main(argv=None):
     statistics = read_ddpm_statistics(augmented_storage)
     production = statistics["ddpm_phase"] == 1
     candidates = np.nansum(statistics["ddpm_n_candidates"][production])
-    proposals = candidates / 8
+    proposals = candidates / 8  # K = 8, at states 0 and 1
     accepted = np.nansum(statistics["ddpm_n_accepted"][production])
     training = np.nansum(statistics["ddpm_training_seconds"])
     proposing = np.nansum(statistics["ddpm_proposal_seconds"])
 
-    print(f"\nP(left) at 300 K over iterations {args.freeze_after + 1}-{args.iterations}; exact {exact:.4f}")
+    first = args.freeze_after + args.burn_in
+    print(f"\nP(left) at 300 K over iterations {first + 1}-{args.iterations}; exact {exact:.4f}")
     print(f"{'sampler':<12} {'P(left)':>8} {'+-':>6} {'|dev|/sigma':>12} {'wall s':>7}")
     for name, storage, seconds in (("plain PT", plain_storage, plain_seconds),
                                    ("augmented", augmented_storage, augmented_seconds)):
-        estimate, error = left_estimate(lowest_state_wells(storage), args.freeze_after)
+        estimate, error = left_estimate(lowest_state_wells(storage), first)
         print(f"{name:<12} {estimate:8.3f} {error:6.3f} {abs(estimate - exact) / max(error, 1e-12):12.1f} {seconds:7.1f}")
-    print(f"\nproduction phase: {proposals:.0f} proposals at 300 K (K = 8), acceptance {accepted / max(proposals, 1):.2f}, "
+    print(f"\nproduction phase: {proposals:.0f} proposals at 300 and 475 K (K = 8), acceptance {accepted / max(proposals, 1):.2f}, "
           f"mean ESS/(K+1) {np.nanmean(statistics['ddpm_ess_fraction'][production]):.2f}")
     print(f"time in training {training:.1f} s ({training / augmented_seconds:.0%}), in proposals {proposing:.1f} s "
           f"({proposing / augmented_seconds:.0%}) of {augmented_seconds:.1f} s")

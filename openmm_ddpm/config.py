@@ -43,11 +43,20 @@ class RepresentationSettings(_Settings):
 
     Attributes
     ----------
+    kind : str
+        'cartesian', or 'internal' (Z-matrix from the System's harmonic
+        bonds; for molecules; the first configuration fixes the chirality).
     remove_center_of_mass : bool
-        True for isolated molecules, False for systems in an external field.
+        Cartesian only: True for isolated molecules, False for systems in an
+        external field.
     """
 
+    kind: str = "cartesian"
     remove_center_of_mass: bool = False
+
+    def __post_init__(self):
+        if self.kind not in ("cartesian", "internal"):
+            raise ValueError(f"representation kind must be 'cartesian' or 'internal', got {self.kind!r}")
 
 
 @dataclass(frozen=True)

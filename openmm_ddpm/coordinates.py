@@ -114,8 +114,15 @@ class CartesianCoordinates:
         return positions, features.new_full((n,), -self._constant_logdet)
 
     def in_domain(self, features):
-        """Boolean mask (n,): every Cartesian feature vector is valid."""
-        return torch.ones(features.shape[0], dtype=torch.bool, device=features.device)
+        """Boolean mask (n,): every finite Cartesian feature vector is valid."""
+        return torch.isfinite(features).all(dim=-1)
+
+    def valid_positions(self, positions):
+        """Boolean mask (n,): finite configurations."""
+        return torch.isfinite(as_positions_tensor(positions, self.n_atoms)).all(dim=(-2, -1))
+
+    def fit(self, positions):
+        """Nothing to fit for Cartesian coordinates."""
 
 
 class Standardizer:
@@ -178,8 +185,9 @@ class Representation:
 
     Parameters
     ----------
-    coordinates : CartesianCoordinates or another object with ``forward``,
-        ``inverse``, ``frame``, ``in_domain`` and ``n_features``
+    coordinates : CartesianCoordinates, InternalCoordinates, or another object
+        with ``forward``, ``inverse``, ``frame``, ``fit``, ``in_domain``,
+        ``valid_positions`` and ``n_features``
     standardizer : Standardizer
     """
 
@@ -194,7 +202,8 @@ class Representation:
 
     @classmethod
     def fit(cls, coordinates, positions):
-        """Fit the standardizer on positions (n, N, 3) nm."""
+        """Fit the coordinates (e.g. torsion windows), then the standardizer, on positions (n, N, 3) nm."""
+        coordinates.fit(positions)
         features, _ = coordinates.forward(positions)
         return cls(coordinates, Standardizer.fit(features))
 
@@ -222,6 +231,6 @@ class Representation:
             False where the features lie outside the representation's domain.
         """
         features, logdet_standardize = self.standardizer.inverse(z)
-        valid = self.coordinates.in_domain(features)
         positions, logdet_coordinates = self.coordinates.inverse(features, frame)
+        valid = self.coordinates.in_domain(features) & self.coordinates.valid_positions(positions)
         return positions, logdet_standardize + logdet_coordinates, valid

@@ -37,7 +37,7 @@ class DiffusionProposalModel:
     Parameters
     ----------
     diffusion : openmm_ddpm.diffusion.EDMDiffusion
-        Used as is: pass a frozen float64 copy (``Trainer.frozen_diffusion``)
+        Used as is: pass a frozen float64 copy (``OnlineTrainer.frozen_diffusion``)
         so the model cannot change during a move.
     representation : openmm_ddpm.coordinates.Representation
     """
@@ -124,7 +124,8 @@ class DiffusionProposalModel:
         features, logdet = self.representation.forward(positions)
         encoding = self.diffusion.encode(features, kelvin)
         log_q = encoding.log_prob.to(torch.float64).cpu() + logdet.cpu()
-        return log_q.numpy().copy()
+        valid = self.representation.coordinates.valid_positions(positions).cpu()
+        return torch.where(valid, log_q, torch.nan).numpy().copy()
 
     def generate(self, n, temperature, generator=None, reference_positions=None):
         """Fast unweighted samples (stochastic sampler; no densities).

@@ -38,10 +38,11 @@ from openmm_ddpm.checkpoint import checkpoint_path, list_checkpoints, load_verif
 from openmm_ddpm.config import ModelSettings, OnlineTrainingSettings, ProposalSettings, RepresentationSettings
 from openmm_ddpm.coordinates import CartesianCoordinates, Representation, Standardizer
 from openmm_ddpm.diffusion import EDMDiffusion
+from openmm_ddpm.internal import InternalCoordinates
 from openmm_ddpm.model import DiffusionProposalModel
 from openmm_ddpm.networks import ConditionedMLP
 from openmm_ddpm.proposal import GenerativeProposal, ProposalStatistics, _check_system_supported
-from openmm_ddpm.trainer import Trainer, TrainingSettings
+from openmm_ddpm.trainer import OnlineTrainer, TrainingSettings
 
 logger = logging.getLogger(__name__)
 
@@ -64,14 +65,17 @@ class OnlineDDPM:
     ----------
     settings : dict
         ``representation``, ``model``, ``training``, ``proposals`` settings.
-    n_atoms : int
-    masses_amu : numpy.ndarray, (n_atoms,)
+    system : openmm.System
+        Masses (centre of mass) and harmonic bonds (internal coordinates).
+    reference_positions : numpy.ndarray, (n_atoms, 3), nm
+        Structure whose chirality internal coordinates keep.
     """
 
-    def __init__(self, settings, n_atoms, masses_amu):
+    def __init__(self, settings, system, reference_positions):
         self.settings = settings
-        self.buffer = ReplayBuffer(settings["training"].buffer_capacity, n_atoms)
-        self.masses_amu = np.asarray(masses_amu, dtype=float)
+        self.system = system
+        self.reference_positions = np.asarray(reference_positions, dtype=float)
+        self.buffer = ReplayBuffer(settings["training"].buffer_capacity, system.getNumParticles())
         self.device = _resolve_device(settings["model"].device)
         self.representation = None
         self.trainer = None
@@ -93,12 +97,15 @@ class OnlineDDPM:
         features, _ = self.representation.forward(positions.astype(np.float64))
         return self.trainer.step(features, torch.as_tensor(temperatures), training.train_steps)
 
-    def _build_model(self, positions=None, standardizer=None):
-        coordinates = CartesianCoordinates(
-            self.buffer.n_atoms,
-            masses=self.masses_amu,
-            remove_center_of_mass=self.settings["representation"].remove_center_of_mass,
-        )
+    def _coordinates(self, torsion_cuts=None):
+        settings = self.settings["representation"]
+        if settings.kind == "internal":
+            return InternalCoordinates.from_system(self.system, self.reference_positions, torsion_cuts)
+        return CartesianCoordinates(self.buffer.n_atoms, masses=_masses(self.system),
+                                    remove_center_of_mass=settings.remove_center_of_mass)
+
+    def _build_model(self, positions=None, standardizer=None, torsion_cuts=None):
+        coordinates = self._coordinates(torsion_cuts)
         if standardizer is None:
             self.representation = Representation.fit(coordinates, positions.astype(np.float64))
         else:
@@ -110,7 +117,7 @@ class OnlineDDPM:
         optimizer_settings = TrainingSettings(
             batch_size=training.batch_size, learning_rate=training.learning_rate, ema_decay=training.ema_decay
         )
-        self.trainer = Trainer(diffusion, optimizer_settings, seed=self.settings["proposals"].seed)
+        self.trainer = OnlineTrainer(diffusion, optimizer_settings, seed=self.settings["proposals"].seed)
 
     @property
     def ready_to_propose(self):
@@ -140,6 +147,7 @@ class OnlineDDPM:
         state = {
             "package_version": __version__,
             "iteration": int(iteration),
+            "reference_positions": torch.as_tensor(self.reference_positions),
             "frozen": self.frozen,
             "buffer": {k: (torch.as_tensor(v) if isinstance(v, np.ndarray) else v) for k, v in self.buffer.state_dict().items()},
             "proposals": {
@@ -151,13 +159,18 @@ class OnlineDDPM:
         if self.trainer is not None:
             state["trainer"] = self.trainer.state_dict()
             state["standardizer"] = self.representation.standardizer.state_dict()
+            cuts = getattr(self.representation.coordinates, "torsion_cuts", None)
+            if cuts is not None:
+                state["torsion_cuts"] = cuts.clone()
         return state
 
     def load_state_dict(self, state):
         self.buffer = ReplayBuffer.from_state_dict({k: (v.numpy() if torch.is_tensor(v) else v) for k, v in state["buffer"].items()})
         self.frozen = bool(state["frozen"])
+        self.reference_positions = state["reference_positions"].numpy()
         if "trainer" in state:
-            self._build_model(standardizer=Standardizer.from_state_dict(state["standardizer"]))
+            self._build_model(standardizer=Standardizer.from_state_dict(state["standardizer"]),
+                              torsion_cuts=state.get("torsion_cuts"))
             self.trainer.load_state_dict(state["trainer"])
             self.refresh_proposal_model()
         for key, saved in state["proposals"].items():
@@ -284,7 +297,7 @@ class _DDPMSamplerMixin:
     def _learn_and_propose(self, frames):
         """Rank 0: stream, train, propose, checkpoint. Returns {replica_id: new positions}."""
         if self._ddpm is None:
-            self._ddpm = OnlineDDPM(self._settings(), self._sampler_states[0].n_particles, _masses(self._thermodynamic_states[0].system))
+            self._ddpm = self._new_ddpm()
         ddpm, phase = self._ddpm, self._phase()
         for replica_id, replica_frames in frames.items():
             ddpm.buffer.add(replica_frames, self._state_of(replica_id).temperature.value_in_unit(unit.kelvin))
@@ -337,6 +350,10 @@ class _DDPMSamplerMixin:
         counts["ddpm_ess_fraction"] = float(np.nanmean(ess)) if np.any(np.isfinite(ess)) else float("nan")
         return updates, counts
 
+    def _new_ddpm(self):
+        reference = self._sampler_states[0].positions.value_in_unit(unit.nanometer)
+        return OnlineDDPM(self._settings(), self._thermodynamic_states[0].system, reference)
+
     def _state_of(self, replica_id):
         return self._thermodynamic_states[self._replica_thermodynamic_states[replica_id]]
 
@@ -377,7 +394,7 @@ class _DDPMSamplerMixin:
             except Exception as error:  # missing record, hash mismatch, unreadable file
                 logger.warning(f"skipping DDPM checkpoint of iteration {iteration}: {error}")
                 continue
-            self._ddpm = OnlineDDPM(self._settings(), self._sampler_states[0].n_particles, _masses(self._thermodynamic_states[0].system))
+            self._ddpm = self._new_ddpm()
             self._ddpm.load_state_dict(state)
             self._ddpm.restored_from_iteration = iteration
             logger.info(f"restored the DDPM learning state of iteration {iteration}")

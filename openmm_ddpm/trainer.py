@@ -34,7 +34,7 @@ class TrainingSettings:
             raise ValueError("need batch_size >= 1, learning_rate > 0, 0 <= ema_decay < 1")
 
 
-class Trainer:
+class OnlineTrainer:
     """Fits an ``EDMDiffusion`` to (features, temperature) data.
 
     Parameters

@@ -9,7 +9,7 @@ from test_coordinates import finite_difference_jacobian
 
 from openmm_ddpm.diffusion import DiffusionSettings, EDMDiffusion
 from openmm_ddpm.networks import ConditionedMLP
-from openmm_ddpm.trainer import Trainer, TrainingSettings
+from openmm_ddpm.trainer import OnlineTrainer, TrainingSettings
 
 VARIANCE_300K = torch.tensor([0.3, 1.0, 2.5], dtype=torch.float64)
 
@@ -104,7 +104,7 @@ def test_training_learns_temperature_dependent_gaussian():
     data = torch.randn(8000, 2, generator=generator) * torch.sqrt(temperatures / 300.0).unsqueeze(-1) * 0.7
     network = ConditionedMLP(2, width=64, depth=2)
     diffusion = EDMDiffusion(network, DiffusionSettings(n_sde_steps=100))
-    trainer = Trainer(diffusion, TrainingSettings(batch_size=256, learning_rate=3e-3, ema_decay=0.99), seed=0)
+    trainer = OnlineTrainer(diffusion, TrainingSettings(batch_size=256, learning_rate=3e-3, ema_decay=0.99), seed=0)
     first = trainer.step(data, temperatures, 50)
     last = trainer.step(data, temperatures, 1500)
     assert last < first

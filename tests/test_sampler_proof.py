@@ -19,7 +19,7 @@ spec = importlib.util.spec_from_file_location("double_well_remd_example", EXAMPL
 example = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(example)
 
-N_ITERATIONS, FREEZE_AFTER = 240, 80
+N_ITERATIONS, FREEZE_AFTER, BURN_IN = 320, 80, 40
 
 
 @pytest.mark.slow
@@ -33,8 +33,8 @@ def test_augmented_sampler_is_exact_where_plain_parallel_tempering_fails(tmp_pat
     plain_storage, augmented_storage = str(tmp_path / "plain.nc"), str(tmp_path / "augmented.nc")
     example.run(example.plain_sampler(N_ITERATIONS), system, plain_storage)
     example.run(example.augmented_sampler(N_ITERATIONS, FREEZE_AFTER, seed=1), system, augmented_storage)
-    plain, plain_error = example.left_estimate(example.lowest_state_wells(plain_storage), FREEZE_AFTER)
-    augmented, augmented_error = example.left_estimate(example.lowest_state_wells(augmented_storage), FREEZE_AFTER)
+    plain, plain_error = example.left_estimate(example.lowest_state_wells(plain_storage), FREEZE_AFTER + BURN_IN)
+    augmented, augmented_error = example.left_estimate(example.lowest_state_wells(augmented_storage), FREEZE_AFTER + BURN_IN)
     print(f"exact {exact:.3f}  plain {plain:.3f}+-{plain_error:.3f}  augmented {augmented:.3f}+-{augmented_error:.3f}")
 
     assert abs(augmented - exact) < 4 * augmented_error

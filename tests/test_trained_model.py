@@ -12,7 +12,7 @@ from openmm_ddpm.diffusion import DiffusionSettings, EDMDiffusion
 from openmm_ddpm.model import DiffusionProposalModel
 from openmm_ddpm.networks import ConditionedMLP
 from openmm_ddpm.proposal import GenerativeProposal
-from openmm_ddpm.trainer import Trainer, TrainingSettings
+from openmm_ddpm.trainer import OnlineTrainer, TrainingSettings
 
 TEMPERATURE = 300.0 * unit.kelvin
 
@@ -29,7 +29,7 @@ def model_trained_on_wrong_populations(double_well):
     representation = Representation.fit(CartesianCoordinates(1), frames)
     features, _ = representation.forward(frames)
     diffusion = EDMDiffusion(ConditionedMLP(3, width=64, depth=2), DiffusionSettings(n_steps=20))
-    trainer = Trainer(diffusion, TrainingSettings(learning_rate=2e-3, ema_decay=0.99), seed=0)
+    trainer = OnlineTrainer(diffusion, TrainingSettings(learning_rate=2e-3, ema_decay=0.99), seed=0)
     trainer.step(features.float(), torch.as_tensor(kelvins, dtype=torch.float32), 2500)
     return DiffusionProposalModel(trainer.frozen_diffusion(), representation)
 

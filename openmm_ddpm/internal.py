@@ -1,0 +1,352 @@
+"""Internal coordinates (Z-matrix) from a molecule's bond graph (DESIGN.md section 3).
+
+Features: for the first three atoms of the placement order, r(1-0), r(2-j)
+and the angle at j; for every further atom i, placed from three already
+placed atoms (j bonded to i, then k, l), the bond r = |x_i - x_j|, the angle
+theta(i, j, k) in (0, pi) and the torsion phi(i, j, k, l). The rigid-body
+frame (position of atom 0 and the orientation given by atoms 0, 1, 2) is
+kept from the current configuration, and the density on that slice carries
+
+    J(q) = r_01^2 * r_2^2 sin(theta_2) * prod_i r_i^2 sin(theta_i),
+
+so ``forward`` returns logdet = -ln J and ``inverse`` +ln J (the rigid-body
+measure at a fixed frame is a constant that cancels in the move).
+
+Torsions are periodic: each is represented in a window [c, c + 2 pi) whose
+cut c lies where the data is sparsest (``fit_torsion_cuts``). A feature
+vector with a bond <= 0, an angle outside (0, pi), a torsion outside its
+window, or a configuration whose chiral centres differ from the reference
+structure's is outside the domain (weight 0 in the move).
+"""
+import math
+from collections import deque
+
+import numpy as np
+import torch
+
+from openmm_ddpm.coordinates import as_positions_tensor
+
+
+def bond_graph(topology):
+    """Adjacency lists of an openmm or mdtraj Topology's bonds."""
+    n_atoms = topology.getNumAtoms() if hasattr(topology, "getNumAtoms") else topology.n_atoms
+    neighbours = [[] for _ in range(n_atoms)]
+    for bond in topology.bonds():
+        a, b = (bond[0].index, bond[1].index)
+        neighbours[a].append(b)
+        neighbours[b].append(a)
+    return [sorted(n) for n in neighbours]
+
+
+def atom_elements(topology):
+    """Element symbols (or atom names without element) of a Topology's atoms."""
+    return [a.element.symbol if a.element is not None else a.name for a in topology.atoms()]
+
+
+def _placement_order(neighbours, elements):
+    """Breadth-first order from the most central heavy atom; parents in the BFS tree."""
+    n_atoms = len(neighbours)
+    heavy = [i for i in range(n_atoms) if elements[i] != "H" and neighbours[i]] or list(range(n_atoms))
+
+    def eccentricity(start):
+        distance = {start: 0}
+        queue = deque([start])
+        while queue:
+            atom = queue.popleft()
+            for other in neighbours[atom]:
+                if other not in distance:
+                    distance[other] = distance[atom] + 1
+                    queue.append(other)
+        if len(distance) != n_atoms:
+            raise ValueError("InternalCoordinates needs one connected molecule (bonds of the topology)")
+        return max(distance.values())
+
+    root = min(heavy, key=lambda atom: (eccentricity(atom), -len(neighbours[atom]), atom))
+    order, parent = [root], {root: None}
+    queue = deque([root])
+    while queue:
+        atom = queue.popleft()
+        children = sorted((o for o in neighbours[atom] if o not in parent), key=lambda o: (elements[o] == "H", o))
+        for child in children:
+            parent[child] = atom
+            order.append(child)
+            queue.append(child)
+    return order, parent
+
+
+def build_zmatrix(neighbours, elements):
+    """Placement order and (i, j, k, l) references of every atom after the first three.
+
+    Returns
+    -------
+    order : list of int
+    references : list of tuple
+        (i, j, k, l) for atoms order[3:], with j bonded to i and j, k, l placed before i.
+    second_reference : int
+        The atom (order[0] or order[1]) that order[2] is bonded to.
+    """
+    if len(neighbours) < 3:
+        raise ValueError("InternalCoordinates needs at least 3 atoms")
+    order, parent = _placement_order(neighbours, elements)
+    rank = {atom: position for position, atom in enumerate(order)}
+    second_reference = parent[order[2]]
+    references = []
+    for i in order[3:]:
+        j = parent[i]
+        placed = lambda atom: rank[atom] < rank[i]  # noqa: E731
+        k = parent[j] if parent[j] is not None else min((a for a in neighbours[j] if placed(a) and a != i), key=rank.get)
+        candidates = [parent[k]] if parent[k] is not None and parent[k] != j else []
+        candidates += sorted((a for a in neighbours[k] if placed(a) and a not in (i, j)), key=rank.get)
+        candidates += sorted((a for a in neighbours[j] if placed(a) and a not in (i, k)), key=rank.get)
+        if not candidates:
+            raise ValueError(f"no torsion reference for atom {i}")
+        references.append((i, j, k, candidates[0]))
+    return order, references, second_reference
+
+
+def chiral_centres(neighbours, elements):
+    """Atoms with four bonded neighbours of four different graph classes.
+
+    Classes come from iterated neighbour refinement (Morgan) starting from
+    element and degree, so a CH2 group (glycine's CA) or a methyl carbon is
+    not chiral, and alanine's CA is.
+
+    Returns
+    -------
+    list of (centre, (a, b, c)) : three neighbours ordered by class
+    """
+    labels = [f"{elements[i]}{len(neighbours[i])}" for i in range(len(neighbours))]
+    for _ in range(len(neighbours)):
+        refined = [labels[i] + "(" + ",".join(sorted(labels[n] for n in neighbours[i])) + ")" for i in range(len(neighbours))]
+        classes = {label: index for index, label in enumerate(sorted(set(refined)))}
+        refined = [str(classes[label]) for label in refined]
+        if len(set(refined)) == len(set(labels)):
+            break
+        labels = refined
+    centres = []
+    for atom, bonded in enumerate(neighbours):
+        if len(bonded) == 4 and len({labels[b] for b in bonded}) == 4:
+            a, b, c, _ = sorted(bonded, key=lambda n: (labels[n], n))
+            centres.append((atom, (a, b, c)))
+    return centres
+
+
+def signed_volumes(positions, centres):
+    """Signed volume (nm^3) of each chiral centre's three reference neighbours, (n, n_centres)."""
+    if not centres:
+        return positions.new_zeros(positions.shape[0], 0)
+    centre = torch.tensor([c for c, _ in centres])
+    a, b, c = (torch.tensor([n[m] for _, n in centres]) for m in range(3))
+    origin = positions[:, centre]
+    return torch.linalg.det(torch.stack([positions[:, a] - origin, positions[:, b] - origin, positions[:, c] - origin], dim=-1))
+
+
+def _angle(a, b, c):
+    """Angle at b (rad)."""
+    u, v = a - b, c - b
+    return torch.atan2(torch.linalg.norm(torch.cross(u, v, dim=-1), dim=-1), (u * v).sum(-1))
+
+
+def _dihedral(a, b, c, d):
+    """Dihedral a-b-c-d in (-pi, pi] (IUPAC sign convention)."""
+    b0, b1, b2 = a - b, c - b, d - c
+    b1n = b1 / torch.linalg.norm(b1, dim=-1, keepdim=True)
+    v = b0 - (b0 * b1n).sum(-1, keepdim=True) * b1n
+    w = b2 - (b2 * b1n).sum(-1, keepdim=True) * b1n
+    x = (v * w).sum(-1)
+    y = (torch.cross(b1n, v, dim=-1) * w).sum(-1)
+    return torch.atan2(y, x)
+
+
+def _place(j, k, l, r, theta, phi):
+    """Position of i with |i-j| = r, angle(i, j, k) = theta, dihedral(i, j, k, l) = phi (NeRF)."""
+    bc = k - j
+    bc = bc / torch.linalg.norm(bc, dim=-1, keepdim=True)
+    normal = torch.cross(l - k, bc, dim=-1)
+    normal = normal / torch.linalg.norm(normal, dim=-1, keepdim=True)
+    m = torch.cross(normal, bc, dim=-1)
+    r, theta, phi = r.unsqueeze(-1), theta.unsqueeze(-1), phi.unsqueeze(-1)
+    return j + r * (torch.cos(theta) * bc + torch.sin(theta) * (torch.sin(phi) * normal - torch.cos(phi) * m))
+
+
+def bond_graph_from_system(system):
+    """Adjacency lists and mass-based element labels from a System's HarmonicBondForce.
+
+    With ``constraints=None`` every chemical bond of a force-field System is a
+    harmonic bond, so the System alone defines the Z-matrix. Atoms lighter
+    than 1.5 amu are labelled "H"; others by their rounded mass.
+    """
+    import openmm
+
+    n_atoms = system.getNumParticles()
+    neighbours = [set() for _ in range(n_atoms)]
+    for force in system.getForces():
+        if isinstance(force, openmm.HarmonicBondForce):
+            for index in range(force.getNumBonds()):
+                a, b, *_ = force.getBondParameters(index)
+                neighbours[a].add(b)
+                neighbours[b].add(a)
+    masses = [system.getParticleMass(i).value_in_unit(openmm.unit.amu) for i in range(n_atoms)]
+    elements = ["H" if m < 1.5 else f"M{round(m)}" for m in masses]
+    return [sorted(n) for n in neighbours], elements
+
+
+class _GraphTopology:
+    """The minimum of a Topology that InternalCoordinates reads: bonds and elements."""
+
+    def __init__(self, neighbours, elements):
+        self.neighbours, self.elements = neighbours, elements
+
+
+class InternalCoordinates:
+    """Z-matrix representation of one molecule from its topology.
+
+    Parameters
+    ----------
+    topology : openmm.app.Topology or mdtraj.Topology
+        Bonds define the Z-matrix; the molecule must be connected.
+    reference_positions : array_like, (N, 3), nm
+        Structure whose chiral centres every configuration must keep.
+    torsion_cuts : array_like, (n_torsions,), rad, optional
+        Window starts; default -pi (fit them with ``fit_torsion_cuts``).
+    """
+
+    def __init__(self, topology, reference_positions, torsion_cuts=None):
+        if isinstance(topology, _GraphTopology):
+            self.neighbours, self.elements = topology.neighbours, topology.elements
+        else:
+            self.neighbours, self.elements = bond_graph(topology), atom_elements(topology)
+        self.n_atoms = len(self.neighbours)
+        self.order, self.references, self.second_reference = build_zmatrix(self.neighbours, self.elements)
+        self.centres = chiral_centres(self.neighbours, self.elements)
+        reference = as_positions_tensor(reference_positions, self.n_atoms)
+        self.reference_chirality = torch.sign(signed_volumes(reference, self.centres))[0]
+        self.torsion_cuts = torch.full((len(self.references),), -math.pi, dtype=torch.float64)
+        if torsion_cuts is not None:
+            self.torsion_cuts = torch.as_tensor(np.asarray(torsion_cuts, dtype=float))
+        index = torch.tensor
+        self._i, self._j, self._k, self._l = (index([ref[m] for ref in self.references], dtype=torch.long) for m in range(4))
+
+    @classmethod
+    def from_system(cls, system, reference_positions, torsion_cuts=None):
+        """Build from an OpenMM System's harmonic bonds (no Topology needed)."""
+        return cls(_GraphTopology(*bond_graph_from_system(system)), reference_positions, torsion_cuts)
+
+    @property
+    def n_features(self):
+        return 3 * self.n_atoms - 6
+
+    def fit(self, positions):
+        """Fit the torsion windows on data (see ``fit_torsion_cuts``)."""
+        self.fit_torsion_cuts(positions)
+
+    @property
+    def n_torsions(self):
+        return len(self.references)
+
+    def torsion_feature_indices(self):
+        """Columns of the torsions in the feature vector."""
+        return [3 + 3 * m + 2 for m in range(self.n_torsions)]
+
+    def frame(self, positions):
+        """Positions of the first three placed atoms, (n, 9), nm."""
+        positions = as_positions_tensor(positions, self.n_atoms)
+        return positions[:, self.order[:3]].reshape(positions.shape[0], 9)
+
+    def raw_torsions(self, positions):
+        """Torsions in (-pi, pi], (n, n_torsions), rad."""
+        positions = as_positions_tensor(positions, self.n_atoms)
+        return _dihedral(*(positions[:, index] for index in (self._i, self._j, self._k, self._l)))
+
+    def fit_torsion_cuts(self, positions, n_bins=72):
+        """Put each torsion window's cut at the centre of the emptiest histogram bin.
+
+        Counts are smoothed over 3 neighbouring bins (periodically).
+        """
+        torsions = self.raw_torsions(positions).numpy()
+        edges = np.linspace(-math.pi, math.pi, n_bins + 1)
+        cuts = []
+        for column in torsions.T:
+            counts, _ = np.histogram(column, bins=edges)
+            smoothed = counts + np.roll(counts, 1) + np.roll(counts, -1)
+            best = int(np.argmin(smoothed))
+            cuts.append(0.5 * (edges[best] + edges[best + 1]))
+        self.torsion_cuts = torch.tensor(cuts, dtype=torch.float64)
+        return self.torsion_cuts
+
+    def forward(self, positions):
+        """Positions (n, N, 3) nm -> (features (n, 3N-6), logdet = -ln J (n,))."""
+        positions = as_positions_tensor(positions, self.n_atoms)
+        a0, a1, a2 = self.order[:3]
+        s = self.second_reference
+        other = a1 if s == a0 else a0
+        r01 = torch.linalg.norm(positions[:, a1] - positions[:, a0], dim=-1)
+        r2 = torch.linalg.norm(positions[:, a2] - positions[:, s], dim=-1)
+        theta2 = _angle(positions[:, a2], positions[:, s], positions[:, other])
+        i, j, k, l = (positions[:, index] for index in (self._i, self._j, self._k, self._l))
+        r = torch.linalg.norm(i - j, dim=-1)
+        theta = _angle(i, j, k)
+        phi = self.torsion_cuts + torch.remainder(_dihedral(i, j, k, l) - self.torsion_cuts, 2 * math.pi)
+        features = torch.cat([torch.stack([r01, r2, theta2], dim=-1), torch.stack([r, theta, phi], dim=-1).reshape(len(positions), -1)], dim=-1)
+        return features, -self._log_jacobian(features)
+
+    def _log_jacobian(self, features):
+        r01, r2, theta2 = features[:, 0], features[:, 1], features[:, 2]
+        rest = features[:, 3:].reshape(features.shape[0], -1, 3)
+        return (2 * torch.log(r01) + 2 * torch.log(r2) + torch.log(torch.sin(theta2))
+                + (2 * torch.log(rest[..., 0]) + torch.log(torch.sin(rest[..., 1]))).sum(-1))
+
+    def inverse(self, features, frame=None):
+        """(features, frame) -> (positions (n, N, 3) nm, logdet = +ln J (n,)).
+
+        The frame (``frame(current)``) fixes atom 0, the direction 0 -> 1 and
+        the plane of atoms 0, 1, 2. Invalid features give NaN positions.
+        """
+        if frame is None:
+            raise ValueError("internal coordinates need the frame of a reference configuration")
+        n = features.shape[0]
+        frame = frame.to(features).reshape(-1, 3, 3).expand(n, 3, 3)
+        safe = torch.where(self.in_domain(features).unsqueeze(-1), features, torch.nan)
+        positions = [None] * self.n_atoms
+        a0, a1, a2 = self.order[:3]
+        origin, e1 = frame[:, 0], frame[:, 1] - frame[:, 0]
+        e1 = e1 / torch.linalg.norm(e1, dim=-1, keepdim=True)
+        positions[a0] = origin
+        positions[a1] = origin + safe[:, :1] * e1
+        s = self.second_reference
+        other = a1 if s == a0 else a0
+        # place atom 2 in the frame's plane (dihedral measured from the frame's third atom)
+        positions[a2] = _place(positions[s], positions[other], _plane_point(frame, s == a0), safe[:, 1], safe[:, 2], torch.full_like(safe[:, 1], math.pi))
+        rest = safe[:, 3:].reshape(n, -1, 3)
+        for m, (i, j, k, l) in enumerate(self.references):
+            positions[i] = _place(positions[j], positions[k], positions[l], rest[:, m, 0], rest[:, m, 1], rest[:, m, 2])
+        return torch.stack(positions, dim=1), self._log_jacobian(safe)
+
+    def in_domain(self, features):
+        """Bonds > 0, angles in (0, pi), torsions inside their windows."""
+        rest = features[:, 3:].reshape(features.shape[0], -1, 3)
+        bonds_ok = (features[:, 0] > 0) & (features[:, 1] > 0) & (rest[..., 0] > 0).all(-1)
+        angles = torch.cat([features[:, 2:3], rest[..., 1]], dim=-1)
+        angles_ok = ((angles > 0) & (angles < math.pi)).all(-1)
+        torsions_ok = ((rest[..., 2] >= self.torsion_cuts) & (rest[..., 2] < self.torsion_cuts + 2 * math.pi)).all(-1)
+        return bonds_ok & angles_ok & torsions_ok & torch.isfinite(features).all(-1)
+
+    def valid_positions(self, positions):
+        """Configurations whose chiral centres match the reference structure, (n,) bool."""
+        positions = as_positions_tensor(positions, self.n_atoms)
+        signs = torch.sign(signed_volumes(positions, self.centres))
+        return (signs == self.reference_chirality).all(-1) & torch.isfinite(positions).all(dim=(-2, -1))
+
+
+def _plane_point(frame, second_reference_is_root):
+    """A point that puts atom 2 on the same side of the 0-1 axis as in the frame.
+
+    With dihedral pi about (2, j, k, l), atom 2 lies in the plane of j, k, l
+    on the side opposite to l; so l is the reflection of the frame's atom 2
+    through the 0-1 axis.
+    """
+    x0, x1, x2 = frame[:, 0], frame[:, 1], frame[:, 2]
+    axis = (x1 - x0) / torch.linalg.norm(x1 - x0, dim=-1, keepdim=True)
+    relative = x2 - x0
+    along = (relative * axis).sum(-1, keepdim=True) * axis
+    return x0 + along - (relative - along)

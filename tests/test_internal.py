@@ -1,0 +1,125 @@
+"""Internal coordinates: Z-matrix round trip, Jacobian, chirality, domain."""
+import math
+
+import numpy as np
+import pytest
+import torch
+from openmm import unit
+from openmmtools import testsystems
+from test_coordinates import finite_difference_jacobian
+
+from openmm_ddpm.internal import (InternalCoordinates, _dihedral, atom_elements, bond_graph, build_zmatrix,
+                                  chiral_centres)
+
+
+@pytest.fixture(scope="module")
+def alanine():
+    system = testsystems.AlanineDipeptideVacuum(constraints=None)
+    return system, np.asarray(system.positions.value_in_unit(unit.nanometer))
+
+
+@pytest.fixture(scope="module")
+def coordinates(alanine):
+    return InternalCoordinates(alanine[0].topology, alanine[1])
+
+
+def perturbed(positions, n, scale=0.01, seed=0):
+    noise = np.random.default_rng(seed).normal(0.0, scale, size=(n,) + positions.shape)
+    return torch.as_tensor(positions[None] + noise)
+
+
+def test_zmatrix_references_are_bonded_and_placed_before(alanine):
+    neighbours = bond_graph(alanine[0].topology)
+    order, references, second = build_zmatrix(neighbours, atom_elements(alanine[0].topology))
+    assert sorted(order) == list(range(22)) and len(references) == 19
+    rank = {atom: position for position, atom in enumerate(order)}
+    assert order[1] in neighbours[order[0]] and second in neighbours[order[2]]
+    for i, j, k, l in references:
+        assert j in neighbours[i] and len({i, j, k, l}) == 4
+        assert max(rank[j], rank[k], rank[l]) < rank[i]
+
+
+def test_round_trip_keeps_the_frame(coordinates, alanine):
+    positions = perturbed(alanine[1], 8)
+    features, logdet = coordinates.forward(positions)
+    assert features.shape == (8, 60)
+    back, inverse_logdet = coordinates.inverse(features, coordinates.frame(positions))
+    assert torch.allclose(back, positions, atol=1e-10)
+    assert torch.allclose(logdet + inverse_logdet, torch.zeros(8, dtype=torch.float64))
+
+
+def test_log_jacobian_matches_finite_differences(coordinates, alanine):
+    """|d(q, frame)/dx| = 1 / (J(q) sin theta_1) with frame = (x0, polar angles of 0->1, azimuth of 2)."""
+    a0, a1, a2 = coordinates.order[:3]
+    external = torch.tensor([[3.0, -2.0, 1.0]], dtype=torch.float64)
+
+    def full_map(flat):
+        x = torch.as_tensor(flat.reshape(1, 22, 3))
+        features, _ = coordinates.forward(x)
+        e1 = (x[:, a1] - x[:, a0]) / torch.linalg.norm(x[:, a1] - x[:, a0])
+        polar, azimuth = torch.acos(e1[:, 2]), torch.atan2(e1[:, 1], e1[:, 0])
+        twist = _dihedral(x[:, a2], x[:, coordinates.second_reference], x[:, a1 if coordinates.second_reference == a0 else a0], external)
+        return torch.cat([features[0], x[0, a0], polar, azimuth, twist]).numpy()
+
+    x = perturbed(alanine[1], 1, seed=3)
+    jacobian = finite_difference_jacobian(full_map, x[0].numpy().ravel(), eps=1e-7)
+    _, logdet = coordinates.forward(x)
+    e1 = (x[0, a1] - x[0, a0]) / torch.linalg.norm(x[0, a1] - x[0, a0])
+    expected = np.linalg.slogdet(jacobian)[1]
+    assert (logdet[0] - math.log(math.sin(math.acos(e1[2])))).item() == pytest.approx(expected, abs=1e-5)
+
+
+def test_alanine_has_one_chiral_centre_and_detects_its_mirror_image(coordinates, alanine):
+    assert [centre for centre, _ in coordinates.centres] == [8]  # CA
+    positions = perturbed(alanine[1], 4)
+    assert coordinates.valid_positions(positions).all()
+    assert not coordinates.valid_positions(-positions).any()
+
+
+def test_no_false_chirality_at_prochiral_centres(alanine):
+    """Glycine (CB replaced by H, methyl H removed): CA carries two equivalent H and is not chiral."""
+    neighbours = bond_graph(alanine[0].topology)
+    elements = atom_elements(alanine[0].topology)
+    keep = [i for i in range(22) if i not in (11, 12, 13)]
+    new_index = {old: new for new, old in enumerate(keep)}
+    glycine = [[new_index[n] for n in neighbours[old] if n in new_index] for old in keep]
+    glycine_elements = [("H" if old == 10 else elements[old]) for old in keep]
+    assert chiral_centres(glycine, glycine_elements) == []
+    # methyl carbons and CH3 caps are never chiral either
+    assert [c for c, _ in chiral_centres(neighbours, elements)] == [8]
+
+
+def test_flipping_a_chiral_centre_through_a_torsion_is_detected(coordinates, alanine):
+    positions = perturbed(alanine[1], 1)
+    features, _ = coordinates.forward(positions)
+    frame = coordinates.frame(positions)
+    ha = [m for m, (i, *_rest) in enumerate(coordinates.references) if i == 9][0]  # HA on CA
+    column = 3 + 3 * ha + 2
+    cut = coordinates.torsion_cuts[ha]
+    flipped = features.clone()
+    flipped[:, column] = cut + torch.remainder(features[:, column] + 2 * math.pi / 3 - cut, 2 * math.pi)
+    rebuilt, _ = coordinates.inverse(flipped, frame)
+    assert coordinates.valid_positions(coordinates.inverse(features, frame)[0]).all()
+    assert not coordinates.valid_positions(rebuilt).any()
+
+
+def test_domain_rejects_bad_features_and_torsion_cuts_follow_the_data(coordinates, alanine):
+    positions = perturbed(alanine[1], 50, scale=0.02)
+    features, _ = coordinates.forward(positions)
+    assert coordinates.in_domain(features).all()
+    bad = features[:4].clone()
+    bad[0, 0] = -0.1            # negative bond
+    bad[1, 4] = math.pi + 0.1   # angle beyond pi
+    bad[2, 5] = coordinates.torsion_cuts[0] - 0.01  # torsion below its window
+    bad[3, 5] = coordinates.torsion_cuts[0] + 2 * math.pi  # at the window's end
+    assert coordinates.in_domain(bad).tolist() == [False] * 4
+    rebuilt, _ = coordinates.inverse(bad, coordinates.frame(positions[:4]))
+    assert torch.isnan(rebuilt).any(dim=-1).sum(dim=-1).eq(21).all()  # all but the frame origin
+
+    cuts = coordinates.fit_torsion_cuts(positions)
+    torsions = coordinates.raw_torsions(positions)
+    distance = torch.remainder(torsions - cuts + math.pi, 2 * math.pi) - math.pi
+    assert distance.abs().min() > 0.1  # the cut lies in an empty region (smoothed bins are +-0.13 rad)
+    features, _ = coordinates.forward(positions)
+    back, _ = coordinates.inverse(features, coordinates.frame(positions))
+    assert torch.allclose(back, positions, atol=1e-10)
