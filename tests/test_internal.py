@@ -123,3 +123,30 @@ def test_domain_rejects_bad_features_and_torsion_cuts_follow_the_data(coordinate
     features, _ = coordinates.forward(positions)
     back, _ = coordinates.inverse(features, coordinates.frame(positions))
     assert torch.allclose(back, positions, atol=1e-10)
+
+
+def test_diffusion_proposals_in_internal_coordinates(alanine):
+    """Candidates keep the current frame; their log q is log_prob's; mirror images are outside the support."""
+    from openmm_ddpm.coordinates import Representation
+    from openmm_ddpm.diffusion import DiffusionSettings, EDMDiffusion
+    from openmm_ddpm.model import DiffusionProposalModel
+    from openmm_ddpm.networks import ConditionedMLP
+
+    coordinates = InternalCoordinates.from_system(alanine[0].system, alanine[1])
+    assert [c for c, _ in coordinates.centres] == [8]
+    data = perturbed(alanine[1], 300, scale=0.003, seed=5)
+    representation = Representation.fit(coordinates, data)
+    network = ConditionedMLP(60, width=16, depth=1).double()  # zero output layer: a Gaussian fit of the data
+    model = DiffusionProposalModel(EDMDiffusion(network, DiffusionSettings(n_steps=6)), representation)
+    current = data[0].numpy()
+    temperature = 300 * unit.kelvin
+    candidates, log_q, log_q_current = model.sample_and_score(16, temperature, current, torch.Generator().manual_seed(0))
+    valid = np.isfinite(log_q)
+    assert valid.sum() >= 8 and np.isfinite(log_q_current)
+    a0, a1, a2 = coordinates.order[:3]
+    assert np.allclose(candidates[valid][:, a0], current[a0], atol=1e-12)
+    direction = candidates[valid][:, a1] - candidates[valid][:, a0]
+    expected = (current[a1] - current[a0]) / np.linalg.norm(current[a1] - current[a0])
+    assert np.allclose(direction / np.linalg.norm(direction, axis=-1, keepdims=True), expected, atol=1e-10)
+    assert np.allclose(model.log_prob(candidates[valid], temperature), log_q[valid], atol=1e-8)
+    assert np.isnan(model.log_prob(-current[None], temperature)).all()

@@ -166,6 +166,17 @@ def test_constrained_and_periodic_systems_are_refused(double_well, reference_con
         )
 
 
+def test_virtual_sites_are_refused(double_well, reference_context_cache):
+    system = openmm.System()
+    for _ in range(3):
+        system.addParticle(1.0)
+    system.setVirtualSite(2, openmm.TwoParticleAverageSite(0, 1, 0.5, 0.5))
+    positions = np.array([[0.0, 0.0, 0.0], [0.1, 0.0, 0.0], [0.05, 0.0, 0.0]]) * unit.nanometer
+    proposal = GenerativeProposal(mixture_for(double_well), random_state=0)
+    with pytest.raises(ValueError, match="virtual sites"):
+        proposal.apply(states.ThermodynamicState(system, TEMPERATURE), states.SamplerState(positions), reference_context_cache)
+
+
 def test_bad_arguments_raise(double_well):
     with pytest.raises(ValueError, match="n_candidates"):
         GenerativeProposal(mixture_for(double_well), n_candidates=0)
