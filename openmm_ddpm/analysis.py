@@ -22,3 +22,65 @@ def batch_means_standard_error(series, n_batches=20):
     batch_length = len(series) // n_batches
     batches = series[len(series) - n_batches * batch_length :].reshape(n_batches, batch_length)
     return float(batches.mean(axis=1).std(ddof=1) / np.sqrt(n_batches))
+
+
+def mean_with_correlated_error(series):
+    """Mean and its standard error for a correlated series, by pymbar's statistical inefficiency.
+
+    Parameters
+    ----------
+    series : array_like, (n,)
+
+    Returns
+    -------
+    mean : float
+    error : float
+        sqrt(g var / n), g the statistical inefficiency (Chodera et al. 2007).
+    g : float
+    """
+    from pymbar import timeseries
+
+    series = np.asarray(series, dtype=float)
+    if len(series) < 2:
+        raise ValueError("need at least two samples")
+    if np.all(series == series[0]):
+        return float(series[0]), 0.0, 1.0
+    g = float(timeseries.statistical_inefficiency(series))
+    return float(series.mean()), float(np.sqrt(g * series.var(ddof=1) / len(series))), g
+
+
+def basin_free_energy_difference_kt(in_basin):
+    """dF = -ln(p / (1 - p)) in kT of a basin, with its error by the delta method.
+
+    Parameters
+    ----------
+    in_basin : array_like of bool, (n,)
+        Per-sample indicator of the basin (e.g. phi > 0), correlated in time.
+
+    Returns
+    -------
+    p, p_error, df_kt, df_error_kt : float
+        Population of the basin, its error, F(basin) - F(rest) in kT and its error.
+    """
+    p, p_error, _ = mean_with_correlated_error(np.asarray(in_basin, dtype=float))
+    if not 0.0 < p < 1.0:
+        return p, p_error, float("inf") if p == 0.0 else float("-inf"), float("nan")
+    return p, p_error, float(-np.log(p / (1.0 - p))), float(p_error / (p * (1.0 - p)))
+
+
+def backbone_dihedrals(positions_nm, topology):
+    """phi and psi (rad) of every frame with mdtraj, (n_frames, n_phi) and (n_frames, n_psi).
+
+    Parameters
+    ----------
+    positions_nm : array_like, (n_frames, n_atoms, 3), nm
+    topology : openmm.app.Topology or mdtraj.Topology
+    """
+    import mdtraj
+
+    if not isinstance(topology, mdtraj.Topology):
+        topology = mdtraj.Topology.from_openmm(topology)
+    trajectory = mdtraj.Trajectory(np.asarray(positions_nm, dtype=np.float32).reshape(-1, topology.n_atoms, 3), topology)
+    _, phi = mdtraj.compute_phi(trajectory)
+    _, psi = mdtraj.compute_psi(trajectory)
+    return phi, psi

@@ -217,6 +217,7 @@ class _DDPMSamplerMixin:
         super().__init__(mcmc_moves=mcmc_moves, **kwargs)
         self._ddpm = None
         self._ddpm_iteration_statistics = None
+        self.last_proposal_updates = {}
 
     # --- options: settings dataclasses are stored as plain dicts --------------------------
 
@@ -261,6 +262,7 @@ class _DDPMSamplerMixin:
         updates = mpiplus.run_single_node(0, self._learn_and_propose, frames, broadcast_result=True)
         for replica_id, positions in updates.items():
             self._sampler_states[replica_id].positions = positions
+        self.last_proposal_updates = updates  # {replica_id: positions} accepted this iteration, on every rank
 
     def _propagate_and_collect_frames(self):
         """openmmtools' replica propagation, also gathering streamed frames on rank 0."""

@@ -41,6 +41,16 @@ def pause_in_checkpoint_write(iteration):
     checkpoint_module._rename_durably = paused
 
 
+class RecordingSampler(DDPMParallelTemperingSampler):
+    """Records, on every rank, the positions each accepted proposal set."""
+
+    def _propagate_replicas(self):
+        super()._propagate_replicas()
+        for replica_id in self.last_proposal_updates:
+            positions = self._sampler_states[replica_id].positions.value_in_unit(unit.nanometer)
+            self.recorded.append((self.iteration, replica_id, np.array(positions)))
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("storage")
@@ -53,25 +63,28 @@ def main():
     cache.global_context_cache.platform = openmm.Platform.getPlatformByName("Reference")
     if args.pause_at_checkpoint is not None:
         pause_in_checkpoint_write(args.pause_at_checkpoint)
+    sampler_class = RecordingSampler if args.report else DDPMParallelTemperingSampler
     if args.resume:
-        sampler = DDPMParallelTemperingSampler.from_storage(args.storage)
+        sampler = sampler_class.from_storage(args.storage)
     else:
         system = DoubleWell2D()
-        sampler = DDPMParallelTemperingSampler(number_of_iterations=args.n_iterations, freeze_after=1000,
+        sampler = sampler_class(number_of_iterations=args.n_iterations, freeze_after=1000,
                                                online_analysis_interval=None, **SMALL)
         reporter = multistate.MultiStateReporter(args.storage, checkpoint_interval=5)
         sampler.create(states.ThermodynamicState(system.system, 300 * unit.kelvin),
                        states.SamplerState(system.minimum_positions(1)), reporter,
                        temperatures=[300.0, 600.0, 1200.0] * unit.kelvin)
+    sampler.recorded = []
     start_iteration = sampler.iteration
     restored = None if sampler.ddpm is None else sampler.ddpm.restored_from_iteration
     steps_at_start = None if sampler.ddpm is None or sampler.ddpm.trainer is None else sampler.ddpm.trainer.n_steps_done
     sampler.run()
     if args.report:
         rank = 0 if os.environ.get("PMI_RANK") is None else int(os.environ["PMI_RANK"])
-        target_replica = int(np.flatnonzero(sampler._replica_thermodynamic_states == 0)[0])
         np.savez(f"{args.report}.rank{rank}.npz",
-                 target_positions=sampler._sampler_states[target_replica].positions.value_in_unit(unit.nanometer),
+                 iterations=np.array([r[0] for r in sampler.recorded], dtype=int),
+                 replicas=np.array([r[1] for r in sampler.recorded], dtype=int),
+                 positions=np.array([r[2] for r in sampler.recorded]).reshape(-1, 1, 3),
                  replica_states=sampler._replica_thermodynamic_states)
     if sampler.ddpm is not None:
         print(json.dumps({
