@@ -79,7 +79,7 @@ def lowest_state_wells(storage):
     """Well index (0 left, 1 right) of the 300 K replica at every iteration."""
     reporter = multistate.MultiStateReporter(storage, open_mode="r")
     try:
-        n_iterations = reporter.read_last_iteration()
+        n_iterations = reporter.read_last_iteration(last_checkpoint=False)
         wells = np.empty(n_iterations, dtype=int)
         for iteration in range(1, n_iterations + 1):
             replica = int(np.flatnonzero(reporter.read_replica_thermodynamic_states(iteration) == 0)[0])
@@ -94,6 +94,28 @@ def lowest_state_wells(storage):
 def left_estimate(wells, first_iteration):
     left = (wells[first_iteration:] == 0).astype(float)
     return left.mean(), batch_means_standard_error(left, n_batches=8)
+
+
+def plot_running_population(series, exact, first_iteration, path):
+    """PNG of the running P(left) at 300 K of each sampler against the exact value."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(6.4, 3.6))
+    for name, wells in series.items():
+        left = (wells == 0).astype(float)
+        axis.plot(np.arange(1, len(left) + 1), np.cumsum(left) / np.arange(1, len(left) + 1), label=name)
+    axis.axhline(exact, color="black", linestyle="--", label=f"exact {exact:.3f}")
+    axis.axvline(first_iteration, color="grey", linestyle=":", label="estimates start")
+    axis.set_xlabel("iteration")
+    axis.set_ylabel("running P(left) at 300 K")
+    axis.set_ylim(0.0, 1.0)
+    axis.legend(loc="center right")
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
 
 
 def main(argv=None):
@@ -127,15 +149,19 @@ def main(argv=None):
     first = args.freeze_after + args.burn_in
     print(f"\nP(left) at 300 K over iterations {first + 1}-{args.iterations}; exact {exact:.4f}")
     print(f"{'sampler':<12} {'P(left)':>8} {'+-':>6} {'|dev|/sigma':>12} {'wall s':>7}")
+    series = {}
     for name, storage, seconds in (("plain PT", plain_storage, plain_seconds),
                                    ("augmented", augmented_storage, augmented_seconds)):
-        estimate, error = left_estimate(lowest_state_wells(storage), first)
+        series[name] = lowest_state_wells(storage)
+        estimate, error = left_estimate(series[name], first)
         print(f"{name:<12} {estimate:8.3f} {error:6.3f} {abs(estimate - exact) / max(error, 1e-12):12.1f} {seconds:7.1f}")
     print(f"\nproduction phase: {proposals:.0f} proposals at 300 and 475 K (K = 8), acceptance {accepted / max(proposals, 1):.2f}, "
           f"mean ESS/(K+1) {np.nanmean(statistics['ddpm_ess_fraction'][production]):.2f}")
     print(f"time in training {training:.1f} s ({training / augmented_seconds:.0%}), in proposals {proposing:.1f} s "
           f"({proposing / augmented_seconds:.0%}) of {augmented_seconds:.1f} s")
-    print(f"storage: {directory}")
+    plot = os.path.join(directory, "running_population.png")
+    plot_running_population(series, exact, first, plot)
+    print(f"storage and plot: {directory} ({os.path.basename(plot)})")
 
 
 if __name__ == "__main__":

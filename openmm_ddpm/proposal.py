@@ -115,7 +115,7 @@ def isir_select(log_weights, rng):
     return int(rng.choice(len(p), p=p / p.sum()))
 
 
-def _check_system_supported(system):
+def check_system_supported(system):
     """Refuse Systems whose configuration measure the move does not handle yet."""
     if system.getNumConstraints() > 0:
         raise ValueError(
@@ -172,7 +172,7 @@ class GenerativeProposal(mcmc.MCMCMove):
         context_cache : openmmtools.cache.ContextCache, optional
             Default: the global context cache.
         """
-        _check_system_supported(thermodynamic_state.system)
+        check_system_supported(thermodynamic_state.system)
         temperature = thermodynamic_state.temperature
         current = np.asarray(sampler_state.positions.value_in_unit(unit.nanometer), dtype=np.float64)
         candidates, log_q_candidates, log_q_current = self._draw_and_score(temperature, current)

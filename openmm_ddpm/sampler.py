@@ -41,7 +41,7 @@ from openmm_ddpm.diffusion import EDMDiffusion
 from openmm_ddpm.internal import InternalCoordinates
 from openmm_ddpm.model import DiffusionProposalModel
 from openmm_ddpm.networks import ConditionedMLP
-from openmm_ddpm.proposal import GenerativeProposal, ProposalStatistics, _check_system_supported
+from openmm_ddpm.proposal import GenerativeProposal, ProposalStatistics, check_system_supported
 from openmm_ddpm.trainer import OnlineTrainer, TrainingSettings
 
 logger = logging.getLogger(__name__)
@@ -236,8 +236,7 @@ class _DDPMSamplerMixin:
     @property
     def run_directory(self):
         """Directory of the model checkpoints, next to the storage file."""
-        root, _ = os.path.splitext(os.path.abspath(self._reporter.filepath))
-        return root + "_ddpm"
+        return run_directory_of(self._reporter.filepath)
 
     def _settings(self):
         return {"representation": self._representation, "model": self._model,
@@ -253,7 +252,7 @@ class _DDPMSamplerMixin:
         for index in self._proposals.target_states:
             if index >= len(thermodynamic_states):
                 raise ValueError(f"target state {index} does not exist ({len(thermodynamic_states)} states)")
-        _check_system_supported(thermodynamic_states[0].system)
+        check_system_supported(thermodynamic_states[0].system)
 
     # --- the iteration -------------------------------------------------------------------------
 
@@ -314,7 +313,18 @@ class _DDPMSamplerMixin:
             ddpm_training_steps=0 if ddpm.trainer is None else ddpm.trainer.n_steps_done, **counts,
         )
         self._ddpm_iteration_statistics["ddpm_checkpoint_sha256"] = self._checkpoint_if_due()
+        self._log_progress(self._ddpm_iteration_statistics)
         return updates
+
+    def _log_progress(self, statistics):
+        phase = "production" if statistics["ddpm_phase"] == PHASE_PRODUCTION else "adaptive"
+        proposed = statistics["ddpm_n_candidates"] > 0
+        logger.info(
+            f"DDPM iteration {self._iteration} ({phase}): buffer {statistics['ddpm_buffer_frames']} frames, "
+            f"{statistics['ddpm_training_steps']} training steps, loss {statistics['ddpm_training_loss']:.3f}, "
+            + (f"{statistics['ddpm_n_accepted']} accepted / {len(self._proposals.target_states)} proposals, "
+               f"ESS/(K+1) {statistics['ddpm_ess_fraction']:.2f}" if proposed else "no proposals")
+        )
 
     def _train_if_due(self, phase):
         ddpm = self._ddpm
@@ -387,8 +397,7 @@ class _DDPMSamplerMixin:
 
     def _restore_ddpm(self, reporter):
         """Load the newest intact checkpoint not newer than the restored iteration."""
-        root, _ = os.path.splitext(os.path.abspath(reporter.filepath))
-        directory = root + "_ddpm"
+        directory = run_directory_of(reporter.filepath)
         for iteration in reversed([i for i in list_checkpoints(directory) if i <= self._iteration]):
             try:
                 recorded = reporter.read_dict(f"ddpm_checkpoint_{iteration}")["sha256"]
@@ -441,6 +450,12 @@ class DDPMReplicaExchangeSampler(_DDPMSamplerMixin, ReplicaExchangeSampler):
                     "vary only the temperature (or DDPMParallelTemperingSampler)"
                 )
         super()._validate_states(thermodynamic_states)
+
+
+def run_directory_of(storage):
+    """Directory of a run's DDPM checkpoints: ``<storage without extension>_ddpm``."""
+    root, _ = os.path.splitext(os.path.abspath(storage))
+    return root + "_ddpm"
 
 
 def _flatten_moves(move):
