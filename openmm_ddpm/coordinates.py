@@ -124,6 +124,14 @@ class CartesianCoordinates:
     def fit(self, positions):
         """Nothing to fit for Cartesian coordinates."""
 
+    def relabel(self, positions, rng):
+        """No symmetry groups: positions as a tensor, unchanged."""
+        return as_positions_tensor(positions, self.n_atoms)
+
+    def log_multiplicity(self, positions):
+        """No symmetry groups: log n = 0."""
+        return torch.zeros(as_positions_tensor(positions, self.n_atoms).shape[0], dtype=torch.float64)
+
 
 class Standardizer:
     """Per-feature affine map z = (f - mean) / scale, fitted on data.
@@ -187,7 +195,7 @@ class Representation:
     ----------
     coordinates : CartesianCoordinates, InternalCoordinates, or another object
         with ``forward``, ``inverse``, ``frame``, ``fit``, ``in_domain``,
-        ``valid_positions`` and ``n_features``
+        ``valid_positions``, ``relabel``, ``log_multiplicity`` and ``n_features``
     standardizer : Standardizer
     """
 
@@ -204,7 +212,7 @@ class Representation:
     def fit(cls, coordinates, positions):
         """Fit the coordinates (e.g. torsion windows), then the standardizer, on positions (n, N, 3) nm."""
         coordinates.fit(positions)
-        features, _ = coordinates.forward(positions)
+        features, _ = coordinates.forward(coordinates.relabel(positions, np.random.default_rng(0)))
         return cls(coordinates, Standardizer.fit(features))
 
     @property

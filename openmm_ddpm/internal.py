@@ -26,6 +26,8 @@ import torch
 
 from openmm_ddpm.coordinates import as_positions_tensor
 
+ROTOR_WINDOW = math.radians(170.0)
+
 
 def bond_graph(topology):
     """Adjacency lists of an openmm or mdtraj Topology's bonds."""
@@ -131,6 +133,56 @@ def chiral_centres(neighbours, elements):
     return centres
 
 
+def rotor_hydrogen_groups(neighbours, elements, references):
+    """Candidate rotor groups: three graph-equivalent H on one atom with four neighbours.
+
+    Returns
+    -------
+    list of (hydrogens, torsion_indices)
+        ``hydrogens`` in Z-matrix order; ``torsion_indices`` their rows in
+        ``references``. All three must share the same (j, k, l) references.
+    """
+    row = {ref[0]: m for m, ref in enumerate(references)}
+    groups = []
+    for atom, bonded in enumerate(neighbours):
+        hydrogens = [b for b in bonded if elements[b] == "H" and not neighbours[b][1:]]
+        if len(bonded) != 4 or len(hydrogens) != 3 or any(h not in row for h in hydrogens):
+            continue
+        rows = sorted(row[h] for h in hydrogens)
+        if len({references[m][1:] for m in rows}) == 1:
+            groups.append((tuple(references[m][0] for m in rows), tuple(rows)))
+    return groups
+
+
+def energy_invariant_groups(system, positions_nm, groups, tolerance_kj_per_mol=1e-6):
+    """Keep the groups whose cyclic permutation leaves the OpenMM energy unchanged.
+
+    Checked at two randomly perturbed copies of ``positions_nm`` (nm).
+    """
+    import openmm
+    from openmm import unit
+
+    context = openmm.Context(system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName("Reference"))
+    rng = np.random.default_rng(0)
+
+    def energy(x):
+        context.setPositions(x)
+        return context.getState(getEnergy=True).getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
+
+    kept = []
+    for hydrogens, rows in groups:
+        invariant = True
+        for _ in range(2):
+            x = np.asarray(positions_nm, dtype=float) + rng.normal(0.0, 0.005, size=np.shape(positions_nm))
+            permuted = x.copy()
+            permuted[list(hydrogens)] = x[[hydrogens[1], hydrogens[2], hydrogens[0]]]
+            reference = energy(x)
+            invariant &= abs(energy(permuted) - reference) <= tolerance_kj_per_mol * max(1.0, abs(reference))
+        if invariant:
+            kept.append((hydrogens, rows))
+    return kept
+
+
 def signed_volumes(positions, centres):
     """Signed volume (nm^3) of each chiral centre's three reference neighbours, (n, n_centres)."""
     if not centres:
@@ -209,9 +261,12 @@ class InternalCoordinates:
         Structure whose chiral centres every configuration must keep.
     torsion_cuts : array_like, (n_torsions,), rad, optional
         Window starts; default -pi (fit them with ``fit_torsion_cuts``).
+    system : openmm.System, optional
+        If given, rotor groups whose permutation leaves its energy unchanged
+        are treated by symmetry (module docstring); without it, none are.
     """
 
-    def __init__(self, topology, reference_positions, torsion_cuts=None):
+    def __init__(self, topology, reference_positions, torsion_cuts=None, system=None):
         if isinstance(topology, _GraphTopology):
             self.neighbours, self.elements = topology.neighbours, topology.elements
         else:
@@ -226,19 +281,82 @@ class InternalCoordinates:
             self.torsion_cuts = torch.as_tensor(np.asarray(torsion_cuts, dtype=float))
         index = torch.tensor
         self._i, self._j, self._k, self._l = (index([ref[m] for ref in self.references], dtype=torch.long) for m in range(4))
+        self.rotor_groups = []
+        if system is not None:
+            candidates = rotor_hydrogen_groups(self.neighbours, self.elements, self.references)
+            self.rotor_groups = energy_invariant_groups(system, reference.numpy()[0], candidates)
+        self.torsion_widths = torch.full((len(self.references),), 2 * math.pi, dtype=torch.float64)
+        for _, rows in self.rotor_groups:
+            self.torsion_widths[rows[0]] = ROTOR_WINDOW
 
     @classmethod
     def from_system(cls, system, reference_positions, torsion_cuts=None):
-        """Build from an OpenMM System's harmonic bonds (no Topology needed)."""
-        return cls(_GraphTopology(*bond_graph_from_system(system)), reference_positions, torsion_cuts)
+        """Build from an OpenMM System's harmonic bonds (no Topology needed), with rotor symmetry."""
+        return cls(_GraphTopology(*bond_graph_from_system(system)), reference_positions, torsion_cuts, system=system)
 
     @property
     def n_features(self):
         return 3 * self.n_atoms - 6
 
     def fit(self, positions):
-        """Fit the torsion windows on data (see ``fit_torsion_cuts``)."""
-        self.fit_torsion_cuts(positions)
+        """Fit the torsion windows on data (``fit_torsion_cuts``), rotor windows first."""
+        positions = as_positions_tensor(positions, self.n_atoms)
+        self.fit_rotor_windows(positions)
+        self.fit_torsion_cuts(self.relabel(positions, np.random.default_rng(0)))
+
+    def fit_rotor_windows(self, positions, n_bins=72):
+        """Start each rotor window at the barrier: the emptiest bin of the pooled H torsions."""
+        if not self.rotor_groups:
+            return
+        torsions = self.raw_torsions(positions).numpy()
+        edges = np.linspace(-math.pi, math.pi, n_bins + 1)
+        for _, rows in self.rotor_groups:
+            counts, _ = np.histogram(torsions[:, list(rows)].ravel(), bins=edges)
+            smoothed = counts + np.roll(counts, 1) + np.roll(counts, -1)
+            best = int(np.argmin(smoothed))
+            self.torsion_cuts[rows[0]] = 0.5 * (edges[best] + edges[best + 1])
+
+    def _in_rotor_window(self, positions):
+        """(n, n_groups, 3) bool: which hydrogen of each group has its torsion inside W."""
+        torsions = self.raw_torsions(positions)
+        flags = []
+        for _, rows in self.rotor_groups:
+            cut, width = self.torsion_cuts[rows[0]], self.torsion_widths[rows[0]]
+            flags.append(torch.remainder(torsions[:, list(rows)] - cut, 2 * math.pi) < width)
+        return torch.stack(flags, dim=1) if flags else torch.zeros(len(positions), 0, 3, dtype=torch.bool)
+
+    def log_multiplicity(self, positions):
+        """log n(z) summed over rotor groups, (n,); -inf where a group has no hydrogen in W
+        or the first hydrogen is outside W (z not in Z)."""
+        positions = as_positions_tensor(positions, self.n_atoms)
+        inside = self._in_rotor_window(positions)
+        counts = inside.sum(-1).to(torch.float64)
+        first_inside = inside[..., 0].all(-1)
+        return torch.where(first_inside, torch.log(counts).sum(-1), -torch.inf)
+
+    def relabel(self, positions, rng):
+        """Uniformly random valid cyclic relabelling of every rotor group (the kernel R).
+
+        Groups with no hydrogen inside W are left as they are (then z is not in Z).
+
+        Parameters
+        ----------
+        positions : array_like, (n, N, 3), nm
+        rng : numpy.random.Generator
+        """
+        positions = as_positions_tensor(positions, self.n_atoms).clone()
+        if not self.rotor_groups:
+            return positions
+        inside = self._in_rotor_window(positions).numpy()
+        for g, (hydrogens, _) in enumerate(self.rotor_groups):
+            for sample in range(len(positions)):
+                choices = np.flatnonzero(inside[sample, g])
+                if len(choices) == 0:
+                    continue
+                shift = int(rng.choice(choices))
+                order = [hydrogens[(shift + m) % 3] for m in range(3)]
+                positions[sample, list(hydrogens)] = positions[sample, order].clone()
+        return positions
 
     @property
     def n_torsions(self):
@@ -328,7 +446,7 @@ class InternalCoordinates:
         bonds_ok = (features[:, 0] > 0) & (features[:, 1] > 0) & (rest[..., 0] > 0).all(-1)
         angles = torch.cat([features[:, 2:3], rest[..., 1]], dim=-1)
         angles_ok = ((angles > 0) & (angles < math.pi)).all(-1)
-        torsions_ok = ((rest[..., 2] >= self.torsion_cuts) & (rest[..., 2] < self.torsion_cuts + 2 * math.pi)).all(-1)
+        torsions_ok = ((rest[..., 2] >= self.torsion_cuts) & (rest[..., 2] < self.torsion_cuts + self.torsion_widths)).all(-1)
         return bonds_ok & angles_ok & torsions_ok & torch.isfinite(features).all(-1)
 
     def valid_positions(self, positions):

@@ -10,7 +10,9 @@
 Both densities are over the same coordinates as the reduced potential:
 the representation's features plus, where the representation keeps a
 frame (centre of mass, rigid-body frame), the slice at the reference
-configuration's frame. A candidate's log q is computed by the very same
+configuration's frame. With symmetric atom groups (rotors) the returned
+value is log q + log n(z), so that exp(-u - log_prob) are the weights of
+the target pi/n on the relabelled space (internal.py). A candidate's log q is computed by the very same
 function as the current state's (``log_prob``), so the two are consistent
 by construction; NaN marks a point outside the proposal's support.
 """
@@ -124,8 +126,24 @@ class DiffusionProposalModel:
         features, logdet = self.representation.forward(positions)
         encoding = self.diffusion.encode(features, kelvin)
         log_q = encoding.log_prob.to(torch.float64).cpu() + logdet.cpu()
-        valid = self.representation.coordinates.valid_positions(positions).cpu()
+        coordinates = self.representation.coordinates
+        log_q = log_q + coordinates.log_multiplicity(positions).cpu()
+        valid = coordinates.valid_positions(positions).cpu() & torch.isfinite(log_q)
         return torch.where(valid, log_q, torch.nan).numpy().copy()
+
+    def relabel(self, positions, rng):
+        """Random valid relabelling of symmetric atom groups (identity without any).
+
+        Parameters
+        ----------
+        positions : array_like, (n, N, 3), nm
+        rng : numpy.random.Generator
+
+        Returns
+        -------
+        numpy.ndarray, (n, N, 3), nm
+        """
+        return self.representation.coordinates.relabel(as_positions_tensor(positions), rng).numpy()
 
     def generate(self, n, temperature, generator=None, reference_positions=None):
         """Fast unweighted samples (stochastic sampler; no densities).

@@ -144,7 +144,9 @@ class GenerativeProposal(mcmc.MCMCMove):
         coordinates of the reduced potential (see ``openmm_ddpm.model``).
         A model may also offer ``sample_and_score(n, temperature,
         current_positions, generator=None) -> (positions, log_q,
-        log_q_current)``, a fused form the move then uses.
+        log_q_current)``, a fused form the move then uses, and
+        ``relabel(positions, rng)``, applied to the current state first
+        (symmetric atom groups; see ``openmm_ddpm.internal``).
     n_candidates : int
         K; 1 is independence Metropolis-Hastings.
     random_state : int, numpy.random.Generator or None
@@ -175,6 +177,10 @@ class GenerativeProposal(mcmc.MCMCMove):
         check_system_supported(thermodynamic_state.system)
         temperature = thermodynamic_state.temperature
         current = np.asarray(sampler_state.positions.value_in_unit(unit.nanometer), dtype=np.float64)
+        relabel = getattr(self.model, "relabel", None)
+        if relabel is not None:  # the kernel R: a random valid relabelling of symmetric groups
+            current = relabel(current[None], self.rng)[0]
+            sampler_state.positions = unit.Quantity(current, unit.nanometer)
         candidates, log_q_candidates, log_q_current = self._draw_and_score(temperature, current)
         self.statistics.n_moves += 1
         self.statistics.n_candidates += self.n_candidates

@@ -83,6 +83,7 @@ class OnlineDDPM:
         self.frozen = False
         self.restored_from_iteration = None
         self._proposal_model = None
+        self.relabel_rng = np.random.default_rng(settings["proposals"].seed)
 
     # --- learning -----------------------------------------------------------------
 
@@ -94,8 +95,11 @@ class OnlineDDPM:
         positions, temperatures = self.buffer.arrays()
         if self.trainer is None:
             self._build_model(positions)
-        features, _ = self.representation.forward(positions.astype(np.float64))
-        return self.trainer.step(features, torch.as_tensor(temperatures), training.train_steps)
+        coordinates = self.representation.coordinates
+        positions = coordinates.relabel(positions.astype(np.float64), self.relabel_rng)
+        keep = torch.isfinite(coordinates.log_multiplicity(positions))
+        features, _ = self.representation.forward(positions[keep])
+        return self.trainer.step(features, torch.as_tensor(temperatures)[keep], training.train_steps)
 
     def _coordinates(self, torsion_cuts=None):
         settings = self.settings["representation"]

@@ -138,7 +138,7 @@ def test_diffusion_proposals_in_internal_coordinates(alanine):
     representation = Representation.fit(coordinates, data)
     network = ConditionedMLP(60, width=16, depth=1).double()  # zero output layer: a Gaussian fit of the data
     model = DiffusionProposalModel(EDMDiffusion(network, DiffusionSettings(n_steps=6)), representation)
-    current = data[0].numpy()
+    current = model.relabel(data[:1].numpy(), np.random.default_rng(0))[0]  # as the move does first
     temperature = 300 * unit.kelvin
     candidates, log_q, log_q_current = model.sample_and_score(16, temperature, current, torch.Generator().manual_seed(0))
     valid = np.isfinite(log_q)
@@ -150,3 +150,63 @@ def test_diffusion_proposals_in_internal_coordinates(alanine):
     assert np.allclose(direction / np.linalg.norm(direction, axis=-1, keepdims=True), expected, atol=1e-10)
     assert np.allclose(model.log_prob(candidates[valid], temperature), log_q[valid], atol=1e-8)
     assert np.isnan(model.log_prob(-current[None], temperature)).all()
+
+
+def _energy(system, positions):
+    import openmm
+
+    context = openmm.Context(system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName("Reference"))
+    context.setPositions(np.asarray(positions))
+    return context.getState(getEnergy=True).getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
+
+
+def test_rotor_groups_are_found_and_verified_by_energy(alanine):
+    coordinates = InternalCoordinates.from_system(alanine[0].system, alanine[1])
+    assert sorted(sorted(h) for h, _ in coordinates.rotor_groups) == [[0, 2, 3], [11, 12, 13], [19, 20, 21]]
+    import copy
+
+    import openmm
+
+    system = copy.deepcopy(alanine[0].system)
+    nonbonded = [f for f in system.getForces() if isinstance(f, openmm.NonbondedForce)][0]
+    charge, sigma, epsilon = nonbonded.getParticleParameters(12)
+    nonbonded.setParticleParameters(12, charge * 1.5, sigma, epsilon)  # HB2 no longer equivalent
+    broken = InternalCoordinates.from_system(system, alanine[1])
+    assert sorted(sorted(h) for h, _ in broken.rotor_groups) == [[0, 2, 3], [19, 20, 21]]
+
+
+def test_relabelling_keeps_the_energy_and_lands_in_the_rotor_windows(alanine):
+    system = alanine[0].system
+    coordinates = InternalCoordinates.from_system(system, alanine[1])
+    frames = perturbed(alanine[1], 40, scale=0.01, seed=6)
+    coordinates.fit(frames)
+    relabelled = coordinates.relabel(frames, np.random.default_rng(1))
+    log_n = coordinates.log_multiplicity(relabelled)
+    assert torch.isfinite(log_n).all()
+    per_group = torch.exp(log_n)  # product of n over 3 groups, each n in {1, 2}
+    assert set(per_group.round().int().tolist()) <= {1, 2, 4, 8}
+    for original, moved in zip(frames[:5], relabelled[:5]):
+        assert _energy(system, moved.numpy()) == pytest.approx(_energy(system, original.numpy()), abs=1e-6)
+    features, _ = coordinates.forward(relabelled)
+    assert coordinates.in_domain(features).all()
+    back, _ = coordinates.inverse(features, coordinates.frame(relabelled))
+    assert torch.allclose(back, relabelled, atol=1e-10)
+
+
+def test_multiplicities_make_every_unlabelled_configuration_count_once(alanine):
+    """Sum over all 27 cyclic relabellings of 1[z in Z] / n(z) is 1: the target pi/n on Z has marginal pi."""
+    import itertools
+
+    coordinates = InternalCoordinates.from_system(alanine[0].system, alanine[1])
+    frames = perturbed(alanine[1], 30, scale=0.01, seed=7)
+    coordinates.fit(frames)
+    groups = [h for h, _ in coordinates.rotor_groups]
+    for frame in frames[:10]:
+        total = 0.0
+        for shifts in itertools.product(range(3), repeat=len(groups)):
+            z = frame.clone()
+            for hydrogens, shift in zip(groups, shifts):
+                z[list(hydrogens)] = frame[[hydrogens[(shift + m) % 3] for m in range(3)]]
+            log_n = coordinates.log_multiplicity(z[None])[0]
+            total += math.exp(-log_n.item()) if torch.isfinite(log_n) else 0.0
+        assert total == pytest.approx(1.0, abs=1e-12)
