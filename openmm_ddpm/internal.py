@@ -193,6 +193,17 @@ def signed_volumes(positions, centres):
     return torch.linalg.det(torch.stack([positions[:, a] - origin, positions[:, b] - origin, positions[:, c] - origin], dim=-1))
 
 
+def largest_gap_midpoint(angles):
+    """Middle (rad, in (-pi, pi]) of the largest circular gap between sorted angles."""
+    ordered = np.sort(np.asarray(angles, dtype=float))
+    if len(ordered) == 0:
+        return -math.pi
+    gaps = np.diff(np.concatenate([ordered, [ordered[0] + 2 * math.pi]]))
+    widest = int(np.argmax(gaps))
+    middle = ordered[widest] + 0.5 * gaps[widest]
+    return float(math.remainder(middle, 2 * math.pi))
+
+
 def _angle(a, b, c):
     """Angle at b (rad)."""
     u, v = a - b, c - b
@@ -304,17 +315,11 @@ class InternalCoordinates:
         self.fit_rotor_windows(positions)
         self.fit_torsion_cuts(self.relabel(positions, np.random.default_rng(0)))
 
-    def fit_rotor_windows(self, positions, n_bins=72):
-        """Start each rotor window at the barrier: the emptiest bin of the pooled H torsions."""
-        if not self.rotor_groups:
-            return
+    def fit_rotor_windows(self, positions):
+        """Start each rotor window at a barrier: the largest gap of the group's pooled H torsions."""
         torsions = self.raw_torsions(positions).numpy()
-        edges = np.linspace(-math.pi, math.pi, n_bins + 1)
         for _, rows in self.rotor_groups:
-            counts, _ = np.histogram(torsions[:, list(rows)].ravel(), bins=edges)
-            smoothed = counts + np.roll(counts, 1) + np.roll(counts, -1)
-            best = int(np.argmin(smoothed))
-            self.torsion_cuts[rows[0]] = 0.5 * (edges[best] + edges[best + 1])
+            self.torsion_cuts[rows[0]] = largest_gap_midpoint(torsions[:, list(rows)].ravel())
 
     def _in_rotor_window(self, positions):
         """(n, n_groups, 3) bool: which hydrogen of each group has its torsion inside W."""
@@ -376,20 +381,16 @@ class InternalCoordinates:
         positions = as_positions_tensor(positions, self.n_atoms)
         return _dihedral(*(positions[:, index] for index in (self._i, self._j, self._k, self._l)))
 
-    def fit_torsion_cuts(self, positions, n_bins=72):
-        """Put each torsion window's cut at the centre of the emptiest histogram bin.
+    def fit_torsion_cuts(self, positions):
+        """Put each torsion window's cut in the middle of the largest circular gap of the data.
 
-        Counts are smoothed over 3 neighbouring bins (periodically).
+        Rotor windows (``fit_rotor_windows``) are left as they are.
         """
         torsions = self.raw_torsions(positions).numpy()
-        edges = np.linspace(-math.pi, math.pi, n_bins + 1)
-        cuts = []
-        for column in torsions.T:
-            counts, _ = np.histogram(column, bins=edges)
-            smoothed = counts + np.roll(counts, 1) + np.roll(counts, -1)
-            best = int(np.argmin(smoothed))
-            cuts.append(0.5 * (edges[best] + edges[best + 1]))
-        self.torsion_cuts = torch.tensor(cuts, dtype=torch.float64)
+        rotor_rows = {rows[0] for _, rows in self.rotor_groups}
+        for row in range(self.n_torsions):
+            if row not in rotor_rows:
+                self.torsion_cuts[row] = largest_gap_midpoint(torsions[:, row])
         return self.torsion_cuts
 
     def forward(self, positions):
