@@ -353,6 +353,14 @@ class InternalCoordinates:
         if not self.rotor_groups:
             return positions
         inside = self._in_rotor_window(positions).numpy()
+        samples = np.arange(len(positions))[:, None]
+        for g, (hydrogens, _) in enumerate(self.rotor_groups):
+            keys = np.where(inside[:, g], rng.random(inside[:, g].shape), -1.0)
+            shift = np.where(inside[:, g].any(-1), np.argmax(keys, axis=-1), 0)  # uniform among inside
+            order = np.asarray(hydrogens)[(shift[:, None] + np.arange(3)) % 3]
+            positions[:, list(hydrogens)] = positions[samples, order]
+        return positions
+        inside = self._in_rotor_window(positions).numpy()
         for g, (hydrogens, _) in enumerate(self.rotor_groups):
             for sample in range(len(positions)):
                 choices = np.flatnonzero(inside[sample, g])

@@ -95,11 +95,14 @@ class OnlineDDPM:
         positions, temperatures = self.buffer.arrays()
         if self.trainer is None:
             self._build_model(positions)
+        # featurize only as many frames as this round's minibatches can use
+        size = min(len(positions), training.train_steps * training.batch_size)
+        subset = np.sort(self.relabel_rng.choice(len(positions), size=size, replace=False))
         coordinates = self.representation.coordinates
-        positions = coordinates.relabel(positions.astype(np.float64), self.relabel_rng)
-        keep = torch.isfinite(coordinates.log_multiplicity(positions))
-        features, _ = self.representation.forward(positions[keep])
-        return self.trainer.step(features, torch.as_tensor(temperatures)[keep], training.train_steps)
+        chosen = coordinates.relabel(positions[subset].astype(np.float64), self.relabel_rng)
+        keep = torch.isfinite(coordinates.log_multiplicity(chosen))
+        features, _ = self.representation.forward(chosen[keep])
+        return self.trainer.step(features, torch.as_tensor(temperatures[subset])[keep], training.train_steps)
 
     def _coordinates(self, torsion_cuts=None):
         settings = self.settings["representation"]
