@@ -30,6 +30,38 @@ from openmm_ddpm.sampler import DDPMParallelTemperingSampler, read_ddpm_statisti
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
+def mean_log_weight_gap(sampler, molecule, temperature, frames_before_freeze, n_frames=200, seed=0):
+    """Mean log w at a temperature on training frames minus held-out frames.
+
+    Training frames: frames of that temperature in the buffer before the
+    model froze; held-out: frames streamed after the freeze (never trained
+    on). log w = -u - log q (the proposal's own log-density, including the
+    rotor multiplicity), relabelled into the model's space as a move does.
+    """
+    from openmmtools import states as openmm_states
+
+    from openmm_ddpm.proposal import reduced_potentials
+
+    positions, kelvins = sampler.ddpm.buffer.arrays()
+    first_index = len(positions) - sampler.ddpm.buffer.n_added  # position of the first frame ever added
+    index = np.arange(len(positions)) - first_index
+    at_temperature = np.isclose(kelvins, temperature.value_in_unit(unit.kelvin))
+    model = sampler.ddpm.proposals[0].model
+    rng = np.random.default_rng(seed)
+    thermodynamic_state = openmm_states.ThermodynamicState(molecule.system, temperature)
+    sampler_state = openmm_states.SamplerState(molecule.positions)
+    means = {}
+    for name, mask in (("train", at_temperature & (index < frames_before_freeze)),
+                       ("held_out", at_temperature & (index >= frames_before_freeze))):
+        chosen = rng.choice(np.flatnonzero(mask), size=min(n_frames, int(mask.sum())), replace=False)
+        frames = model.relabel(positions[chosen].astype(np.float64), rng)
+        log_q = model.log_prob(frames, temperature)
+        u = reduced_potentials(thermodynamic_state, sampler_state, frames)
+        log_w = -u - log_q
+        means[name] = float(np.mean(log_w[np.isfinite(log_w)]))
+    return means["train"] - means["held_out"], means
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--iterations", type=int, default=300)
@@ -37,6 +69,8 @@ def main(argv=None):
     parser.add_argument("--train-steps", type=int, default=100)
     parser.add_argument("--n-candidates", type=int, default=1)
     parser.add_argument("--stream-stride", type=int, default=10, help="MD steps between streamed frames")
+    parser.add_argument("--min-buffer-frames", type=int, default=2000)
+    parser.add_argument("--min-training-steps", type=int, default=2000)
     parser.add_argument("--output", default=os.path.join(HERE, "results", "alanine_dipeptide_online.json"))
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
@@ -50,9 +84,10 @@ def main(argv=None):
         mcmc_moves=dynamics, number_of_iterations=args.iterations, online_analysis_interval=None,
         representation=dict(kind="internal"),
         model=dict(width=256, depth=3, n_steps=20, sigma_min=0.1),
-        training=dict(train_steps=args.train_steps, min_buffer_frames=2000, stream_stride=args.stream_stride,
+        training=dict(train_steps=args.train_steps, min_buffer_frames=args.min_buffer_frames, stream_stride=args.stream_stride,
                       buffer_capacity=200_000),
-        proposals=dict(target_states=[0], n_candidates=args.n_candidates, min_training_steps=2000),
+        proposals=dict(target_states=[0], n_candidates=args.n_candidates,
+                       min_training_steps=args.min_training_steps),
         freeze_after=args.freeze_after,
     )
     storage = os.path.join(tempfile.mkdtemp(prefix="ala_online_"), "run.nc")
@@ -64,6 +99,8 @@ def main(argv=None):
     wall = time.perf_counter() - start
     statistics = read_ddpm_statistics(storage)
     production = statistics["ddpm_phase"] == 1
+    frames_per_iteration = sampler.ddpm.buffer.n_added / args.iterations
+    gap, means = mean_log_weight_gap(sampler, molecule, temperatures[0], int(frames_per_iteration * args.freeze_after))
     proposals = np.nansum(statistics["ddpm_n_candidates"][production]) / args.n_candidates
     result = {
         "command": "python " + " ".join([os.path.relpath(__file__, os.path.dirname(HERE))] + (argv or sys.argv[1:])),
@@ -78,6 +115,8 @@ def main(argv=None):
         "mean_ess_fraction": float(np.nanmean(statistics["ddpm_ess_fraction"][production])),
         "invalid_candidate_fraction": float(np.nansum(statistics["ddpm_n_invalid"][production])
                                             / max(np.nansum(statistics["ddpm_n_candidates"][production]), 1)),
+        "mean_log_w_gap_train_minus_held_out_300K": gap,
+        "mean_log_w_300K": means,
         "wall_seconds": wall,
         "training_seconds": float(np.nansum(statistics["ddpm_training_seconds"])),
         "proposal_seconds": float(np.nansum(statistics["ddpm_proposal_seconds"])),
