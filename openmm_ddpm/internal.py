@@ -443,7 +443,7 @@ class InternalCoordinates:
         s = self.second_reference
         other = a1 if s == a0 else a0
         # place atom 2 in the frame's plane (dihedral measured from the frame's third atom)
-        positions[a2] = _place(positions[s], positions[other], _plane_point(frame, s == a0), safe[:, 1], safe[:, 2], torch.full_like(safe[:, 1], math.pi))
+        positions[a2] = _place(positions[s], positions[other], _plane_point(frame), safe[:, 1], safe[:, 2], torch.full_like(safe[:, 1], math.pi))
         rest = safe[:, 3:].reshape(n, -1, 3)
         for m, (i, j, k, l) in enumerate(self.references):
             positions[i] = _place(positions[j], positions[k], positions[l], rest[:, m, 0], rest[:, m, 1], rest[:, m, 2])
@@ -465,7 +465,7 @@ class InternalCoordinates:
         return (signs == self.reference_chirality).all(-1) & torch.isfinite(positions).all(dim=(-2, -1))
 
 
-def _plane_point(frame, second_reference_is_root):
+def _plane_point(frame):
     """A point that puts atom 2 on the same side of the 0-1 axis as in the frame.
 
     With dihedral pi about (2, j, k, l), atom 2 lies in the plane of j, k, l

@@ -6,7 +6,8 @@ of the thermodynamic state, and the new state is drawn from {x, y_1..y_K}
 with probability proportional to w (iterated sampling-importance-resampling,
 Andrieu, Lee & Vihola 2018; DESIGN.md section 2). The move leaves
 pi(x) ~ exp(-u(x)) invariant for any q whose support covers pi's; K = 1 is
-independence Metropolis-Hastings, min(1, w(y)/w(x)).
+independence Metropolis-Hastings in Barker form, accepting y with
+probability w(y) / (w(x) + w(y)).
 
 Points outside the proposal's support (log q NaN: outside the representation's
 domain, or not encodable) and points with a non-finite energy get weight 0.
