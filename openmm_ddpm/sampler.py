@@ -357,15 +357,17 @@ class _DDPMSamplerMixin:
         for state_index in settings.target_states:
             replica_id = int(np.flatnonzero(self._replica_thermodynamic_states == state_index)[0])
             proposal = ddpm.proposal_for(state_index)
-            before = ProposalStatistics(**vars(proposal.statistics))
-            proposal.apply(self._thermodynamic_states[state_index], self._sampler_states[replica_id], self.energy_context_cache)
-            after = proposal.statistics
-            counts["ddpm_n_candidates"] += after.n_candidates - before.n_candidates
-            counts["ddpm_n_invalid"] += after.n_invalid_candidates - before.n_invalid_candidates
-            if after.n_accepted > before.n_accepted:
-                counts["ddpm_n_accepted"] += 1
-                updates[replica_id] = self._sampler_states[replica_id].positions
-            ess.append(proposal.last_outcome.ess_fraction)
+            sampler_state = self._sampler_states[replica_id]
+            before = sampler_state.positions.value_in_unit(unit.nanometer).copy()
+            proposal.apply(self._thermodynamic_states[state_index], sampler_state, self.energy_context_cache)
+            outcome = proposal.last_outcome
+            counts["ddpm_n_candidates"] += proposal.n_candidates
+            counts["ddpm_n_invalid"] += int(np.sum(~np.isfinite(outcome.log_weights[1:])))
+            counts["ddpm_n_accepted"] += int(outcome.chosen > 0)
+            # broadcast any change, an accepted candidate or a relabelling of symmetric atoms
+            if not np.array_equal(sampler_state.positions.value_in_unit(unit.nanometer), before):
+                updates[replica_id] = sampler_state.positions
+            ess.append(outcome.ess_fraction)
         counts["ddpm_ess_fraction"] = float(np.nanmean(ess)) if np.any(np.isfinite(ess)) else float("nan")
         return updates, counts
 
