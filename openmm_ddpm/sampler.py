@@ -100,8 +100,9 @@ class OnlineDDPM:
         subset = np.sort(self.relabel_rng.choice(len(positions), size=size, replace=False))
         coordinates = self.representation.coordinates
         chosen = coordinates.relabel(positions[subset].astype(np.float64), self.relabel_rng)
-        keep = torch.isfinite(coordinates.log_multiplicity(chosen))
-        features, _ = self.representation.forward(chosen[keep])
+        raw, _ = coordinates.forward(chosen)
+        keep = coordinates.in_domain(raw)  # drops frames no relabelling brings into the rotor windows
+        features, _ = self.representation.standardizer.forward(raw[keep])
         return self.trainer.step(features, torch.as_tensor(temperatures[subset])[keep], training.train_steps)
 
     def _coordinates(self, torsion_cuts=None):
