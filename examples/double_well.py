@@ -3,7 +3,7 @@
 The model is trained on Langevin frames from both wells in EQUAL numbers at
 300, 450 and 600 K, so its own populations at 300 K are ~50/50; the exact
 answer is ~90/10. A chain of Langevin dynamics (which never crosses the
-barrier at 300 K) plus exact i-SIR proposals from the model recovers the
+barrier at 300 K) plus exact multiple-try proposals from the model recovers the
 exact populations anyway.
 
 Run:  python examples/double_well.py [--quick]

@@ -84,3 +84,319 @@ def backbone_dihedrals(positions_nm, topology):
     _, phi = mdtraj.compute_phi(trajectory)
     _, psi = mdtraj.compute_psi(trajectory)
     return phi, psi
+
+
+# --- from a run's storage -------------------------------------------------------------------
+
+
+def read_temperatures_kelvin(storage):
+    """Temperatures (K) of a run's thermodynamic states, in state order."""
+    from openmmtools import multistate
+    from openmm import unit
+
+    reporter = multistate.MultiStateReporter(storage, open_mode="r")
+    try:
+        thermodynamic_states, _ = reporter.read_thermodynamic_states()
+    finally:
+        reporter.close()
+    return np.array([s.temperature.value_in_unit(unit.kelvin) for s in thermodynamic_states])
+
+
+def read_state_trajectories(storage, first_iteration=1, stride=1):
+    """Positions of the analysis particles of the replica in every state at each iteration.
+
+    openmmtools writes full positions only at checkpoint iterations and the
+    *analysis particles* at every iteration: create the reporter with
+    ``analysis_particle_indices=range(n_atoms)`` for whole-molecule analysis
+    (cheap for a small molecule), or with the atoms the analysis needs.
+
+    Parameters
+    ----------
+    storage : str
+        openmmtools storage file of a (finished or running) multistate run.
+    first_iteration : int
+        Iterations before it are skipped (equilibration).
+    stride : int
+        Read every ``stride``-th iteration.
+
+    Returns
+    -------
+    iterations : numpy.ndarray of int, (n,)
+    positions : numpy.ndarray, (n, n_states, n_analysis_particles, 3), nm
+        ``positions[i, k]`` is the configuration in state k after iteration
+        ``iterations[i]``.
+    """
+    from openmm import unit
+    from openmmtools import multistate
+
+    reporter = multistate.MultiStateReporter(storage, open_mode="r")
+    try:
+        last = reporter.read_last_iteration(last_checkpoint=False)
+        iterations = np.arange(first_iteration, last + 1, stride)
+        frames = []
+        for iteration in iterations:
+            replica_of_state = np.argsort(reporter.read_replica_thermodynamic_states(iteration))
+            try:
+                sampler_states = reporter.read_sampler_states(iteration, analysis_particles_only=True)
+            except ValueError as error:  # openmmtools: no particles were flagged for analysis
+                raise ValueError(f"{storage} stores no analysis particles: create the MultiStateReporter "
+                                 "with analysis_particle_indices") from error
+            frames.append([sampler_states[r].positions.value_in_unit(unit.nanometer) for r in replica_of_state])
+    finally:
+        reporter.close()
+    return iterations, np.asarray(frames, dtype=np.float64)
+
+
+def read_reduced_potentials(storage, first_iteration=1):
+    """Reduced potentials of each state's configuration evaluated at every state.
+
+    Returns
+    -------
+    numpy.ndarray, (n_iterations, n_states, n_states)
+        ``u[i, k, l]``: configuration of state k after iteration i, at state l (kT).
+    """
+    from openmmtools import multistate
+
+    reporter = multistate.MultiStateReporter(storage, open_mode="r")
+    try:
+        last = reporter.read_last_iteration(last_checkpoint=False)
+        energies, _, _ = reporter.read_energies()
+        replica_states = reporter.read_replica_thermodynamic_states()
+    finally:
+        reporter.close()
+    energies, replica_states = np.asarray(energies)[first_iteration : last + 1], np.asarray(replica_states)[first_iteration : last + 1]
+    replica_of_state = np.argsort(replica_states, axis=1)
+    return np.take_along_axis(energies, replica_of_state[:, :, None], axis=1)
+
+
+def mbar_expectations(reduced_potentials, observable, temperatures_kelvin, target_temperatures_kelvin=None):
+    """Expectation of an observable at every state, and at other temperatures, by MBAR.
+
+    Every state's samples enter every estimate (pymbar.MBAR). Samples are
+    thinned by the largest statistical inefficiency of the observable and
+    of the reduced potential across states, so the MBAR error bars, which
+    assume independent samples, hold for correlated chains.
+
+    Parameters
+    ----------
+    reduced_potentials : numpy.ndarray, (n_iterations, n_states, n_states)
+        From ``read_reduced_potentials``.
+    observable : numpy.ndarray, (n_iterations, n_states)
+        Observable of each state's configuration (e.g. phi > 0 as 0/1).
+    temperatures_kelvin : array_like, (n_states,)
+        Temperatures of the sampled states (K); the states must differ only
+        in temperature for ``target_temperatures_kelvin``.
+    target_temperatures_kelvin : array_like, optional
+        Further temperatures (K) to reweight to; u = (T_0 / T) u_0 there.
+
+    Returns
+    -------
+    dict
+        ``temperatures_kelvin``, ``mean``, ``error`` (one entry per sampled
+        state, then per target temperature) and ``thinning`` (iterations
+        between kept samples).
+    """
+    import pymbar
+    from pymbar import timeseries
+
+    u = np.asarray(reduced_potentials, dtype=float)
+    observable = np.asarray(observable, dtype=float)
+    n_iterations, n_states, _ = u.shape
+    temperatures = np.asarray(temperatures_kelvin, dtype=float)
+    targets = np.asarray([] if target_temperatures_kelvin is None else target_temperatures_kelvin, dtype=float)
+    inefficiencies = [1.0]
+    for k in range(n_states):
+        for series in (observable[:, k], u[:, k, k]):
+            if np.ptp(series) > 0:
+                inefficiencies.append(timeseries.statistical_inefficiency(series))
+    thinning = int(np.ceil(max(inefficiencies)))
+    kept = np.arange(0, n_iterations, thinning)
+    # u_kn: every kept sample (state k, iteration i) at every sampled state, then at the target temperatures
+    u_kn = u[kept].transpose(2, 1, 0).reshape(n_states, -1)  # [state l, (state k, iteration)]
+    u_at_state0 = u_kn[0] * temperatures[0]
+    u_targets = np.array([u_at_state0 / t for t in targets]).reshape(len(targets), -1)
+    a_n = observable[kept].T.reshape(-1)
+    mbar = pymbar.MBAR(u_kn, np.full(n_states, len(kept)))
+    means, errors = [], []
+    for u_new in list(u_kn) + list(u_targets):
+        result = mbar.compute_expectations(a_n, u_kn=u_new[None], state_dependent=False)
+        means.append(float(result["mu"][0]))
+        errors.append(float(result["sigma"][0]))
+    return {"temperatures_kelvin": list(temperatures) + list(targets), "mean": means, "error": errors, "thinning": thinning}
+
+
+def free_energy_surface(phi, psi, bins=50):
+    """Free-energy surface F(phi, psi) in kT from dihedral samples, minimum at 0.
+
+    Parameters
+    ----------
+    phi, psi : array_like, (n,), rad
+    bins : int
+        Bins per axis over [-pi, pi).
+
+    Returns
+    -------
+    free_energy : numpy.ndarray, (bins, bins)
+        -ln p per bin (kT), inf where the bin is empty; ``[i, j]`` is phi bin i, psi bin j.
+    edges : numpy.ndarray, (bins + 1,), rad
+    """
+    edges = np.linspace(-np.pi, np.pi, bins + 1)
+    counts, _, _ = np.histogram2d(np.asarray(phi), np.asarray(psi), bins=[edges, edges])
+    with np.errstate(divide="ignore"):
+        free_energy = -np.log(counts / counts.sum())
+    return free_energy - free_energy[np.isfinite(free_energy)].min(), edges
+
+
+def reweighted_expectation(log_weights, observable):
+    """Self-normalized importance-sampling estimate with its delta-method error and ESS.
+
+    Parameters
+    ----------
+    log_weights : array_like, (n,)
+        Unnormalized log-weights (-inf or NaN: weight 0).
+    observable : array_like, (n,)
+
+    Returns
+    -------
+    mean, error, ess : float
+        sum w f / sum w; sqrt(sum wbar^2 (f - mean)^2), wbar = w / sum w
+        (Owen 2013, eq. 9.9); Kish ESS.
+    """
+    log_weights = np.asarray(log_weights, dtype=float)
+    observable = np.asarray(observable, dtype=float)
+    valid = np.isfinite(log_weights)
+    if not valid.any():
+        return float("nan"), float("nan"), 0.0
+    w = np.exp(log_weights[valid] - log_weights[valid].max())
+    w_bar = w / w.sum()
+    f = observable[valid]
+    mean = float(np.sum(w_bar * f))
+    error = float(np.sqrt(np.sum(w_bar**2 * (f - mean) ** 2)))
+    return mean, error, float(1.0 / np.sum(w_bar**2))
+
+
+def generate_at_temperature(model, system, temperature, n_samples, reference_positions, batch_size=64, seed=0,
+                            context_cache=None):
+    """Model samples at any temperature (simulated or not) with their importance weights.
+
+    Each sample y ~ q_T gets log w = -u_T(y) - log q_T(y), u_T the reduced
+    potential at T; weighted averages are then exact in the limit of many
+    samples (``reweighted_expectation``), and the ESS says how many
+    Boltzmann samples they are worth.
+
+    Parameters
+    ----------
+    model : openmm_ddpm.model.DiffusionProposalModel
+    system : openmm.System
+    temperature : openmm.unit.Quantity (temperature)
+    n_samples : int
+    reference_positions : openmm.unit.Quantity or array_like (nm), (n_atoms, 3)
+        A valid structure: its rigid-body frame is kept (internal coordinates).
+    batch_size : int
+    seed : int
+    context_cache : openmmtools.cache.ContextCache, optional
+
+    Returns
+    -------
+    positions : numpy.ndarray, (n, n_atoms, 3), nm
+    log_weights : numpy.ndarray, (n,)
+        -inf where a sample is outside the support or its energy is not finite.
+    """
+    import torch
+    from openmm import unit
+    from openmmtools import states
+
+    from openmm_ddpm.proposal import reduced_potentials
+
+    if isinstance(reference_positions, unit.Quantity):
+        reference_positions = reference_positions.value_in_unit(unit.nanometer)
+    reference = np.asarray(reference_positions, dtype=np.float64)
+    generator = torch.Generator().manual_seed(int(seed))
+    thermodynamic_state = states.ThermodynamicState(system, temperature)
+    sampler_state = states.SamplerState(unit.Quantity(reference, unit.nanometer))
+    positions, log_weights = [], []
+    for start in range(0, int(n_samples), batch_size):
+        n = min(batch_size, int(n_samples) - start)
+        samples, log_q = model.sample(n, temperature, generator=generator, reference_positions=reference)
+        samples = np.asarray(samples, dtype=np.float64)
+        u = reduced_potentials(thermodynamic_state, sampler_state, samples, context_cache)
+        log_w = -u - np.asarray(log_q, dtype=np.float64)
+        log_w[~np.isfinite(log_w)] = -np.inf
+        positions.append(samples)
+        log_weights.append(log_w)
+    return np.concatenate(positions), np.concatenate(log_weights)
+
+
+def log_weight_gap(ddpm, system, temperature, frames_before_freeze, n_frames=200, seed=0):
+    """Mean log w at a temperature on training frames minus held-out frames (an overfitting check).
+
+    Training frames: frames of that temperature that entered the buffer
+    before the model froze; held out: frames streamed after the freeze,
+    never trained on. log w = -u - log q with the proposal's own log-density
+    (rotor multiplicity included), after the relabelling a move applies.
+    A strongly positive gap means the model fits its training frames better
+    than fresh ones.
+
+    Parameters
+    ----------
+    ddpm : openmm_ddpm.sampler.OnlineDDPM
+    system : openmm.System
+    temperature : openmm.unit.Quantity (temperature)
+    frames_before_freeze : int
+        Frames added to the buffer up to the freeze.
+    n_frames : int
+        Frames per group.
+    seed : int
+
+    Returns
+    -------
+    gap : float
+        nats; NaN if either group is empty.
+    means : dict
+        ``train`` and ``held_out`` mean log w.
+    """
+    from openmm import unit
+    from openmmtools import states
+
+    from openmm_ddpm.proposal import reduced_potentials
+
+    positions, kelvins = ddpm.buffer.arrays()
+    index = np.arange(len(positions)) - (len(positions) - ddpm.buffer.n_added)  # order of arrival
+    at_temperature = np.isclose(kelvins, temperature.value_in_unit(unit.kelvin))
+    model = ddpm.proposal_model
+    rng = np.random.default_rng(seed)
+    thermodynamic_state = states.ThermodynamicState(system, temperature)
+    means = {}
+    for name, mask in (("train", at_temperature & (index < frames_before_freeze)),
+                       ("held_out", at_temperature & (index >= frames_before_freeze))):
+        if not mask.any():
+            means[name] = float("nan")
+            continue
+        chosen = rng.choice(np.flatnonzero(mask), size=min(n_frames, int(mask.sum())), replace=False)
+        frames = model.relabel(positions[chosen].astype(np.float64), rng)
+        sampler_state = states.SamplerState(unit.Quantity(frames[0], unit.nanometer))
+        log_w = -reduced_potentials(thermodynamic_state, sampler_state, frames) - model.log_prob(frames, temperature)
+        means[name] = float(np.mean(log_w[np.isfinite(log_w)]))
+    return means["train"] - means["held_out"], means
+
+
+def neighbour_swap_acceptance(storage, first_iteration=1):
+    """Fraction of accepted swaps between neighbouring states (state order), from storage.
+
+    Returns
+    -------
+    numpy.ndarray, (n_states - 1,)
+        Entry k: accepted / proposed swaps between states k and k + 1.
+    """
+    from openmmtools import multistate
+
+    reporter = multistate.MultiStateReporter(storage, open_mode="r")
+    try:
+        last = reporter.read_last_iteration(last_checkpoint=False)
+        accepted, proposed = reporter.read_mixing_statistics(slice(first_iteration, last + 1))
+    finally:
+        reporter.close()
+    accepted, proposed = np.asarray(accepted).sum(axis=0), np.asarray(proposed).sum(axis=0)
+    k = np.arange(len(accepted) - 1)
+    together = proposed[k, k + 1] + proposed[k + 1, k]
+    return (accepted[k, k + 1] + accepted[k + 1, k]) / np.maximum(together, 1)

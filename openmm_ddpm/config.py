@@ -134,7 +134,7 @@ class ProposalSettings(_Settings):
     propose_interval : int
         Iterations between proposal rounds.
     n_candidates : int
-        K of the i-SIR move (1: independence Metropolis-Hastings).
+        K of the multiple-try move (1: independence Metropolis-Hastings).
     min_training_steps : int
         Optimizer steps the model must have had before the first proposal,
         so an untrained model never proposes by accident.

@@ -128,6 +128,11 @@ class OnlineDDPM:
         self.trainer = OnlineTrainer(diffusion, optimizer_settings, seed=self.settings["proposals"].seed)
 
     @property
+    def proposal_model(self):
+        """The frozen float64 model the proposal moves use (None before the first training round)."""
+        return self._proposal_model
+
+    @property
     def ready_to_propose(self):
         """True once the model has had ``min_training_steps`` optimizer steps."""
         return self.trainer is not None and self.trainer.n_steps_done >= self.settings["proposals"].min_training_steps
@@ -226,6 +231,7 @@ class _DDPMSamplerMixin:
         self._ddpm = None
         self._ddpm_iteration_statistics = None
         self.last_proposal_updates = {}
+        self.last_proposal_moves = {}  # rank 0: {state index: (before nm, after nm, accepted)} of this iteration
 
     # --- options: settings dataclasses are stored as plain dicts --------------------------
 
@@ -352,6 +358,7 @@ class _DDPMSamplerMixin:
     def _propose_if_due(self):
         ddpm, settings = self._ddpm, self._proposals
         counts = dict(ddpm_n_candidates=0, ddpm_n_accepted=0, ddpm_n_invalid=0, ddpm_ess_fraction=float("nan"))
+        self.last_proposal_moves = {}
         if self._iteration % settings.propose_interval != 0 or not ddpm.ready_to_propose:
             return {}, counts
         updates, ess = {}, []
@@ -365,8 +372,10 @@ class _DDPMSamplerMixin:
             counts["ddpm_n_candidates"] += proposal.n_candidates
             counts["ddpm_n_invalid"] += int(np.sum(~np.isfinite(outcome.log_weights[1:])))
             counts["ddpm_n_accepted"] += int(outcome.chosen > 0)
+            after = sampler_state.positions.value_in_unit(unit.nanometer)
+            self.last_proposal_moves[state_index] = (before, np.array(after), outcome.chosen > 0)
             # broadcast any change, an accepted candidate or a relabelling of symmetric atoms
-            if not np.array_equal(sampler_state.positions.value_in_unit(unit.nanometer), before):
+            if not np.array_equal(after, before):
                 updates[replica_id] = sampler_state.positions
             ess.append(outcome.ess_fraction)
         counts["ddpm_ess_fraction"] = float(np.nanmean(ess)) if np.any(np.isfinite(ess)) else float("nan")
@@ -407,20 +416,74 @@ class _DDPMSamplerMixin:
 
     def _restore_ddpm(self, reporter):
         """Load the newest intact checkpoint not newer than the restored iteration."""
-        directory = run_directory_of(reporter.filepath)
-        for iteration in reversed([i for i in list_checkpoints(directory) if i <= self._iteration]):
-            try:
-                recorded = reporter.read_dict(f"ddpm_checkpoint_{iteration}")["sha256"]
-                state = load_verified(checkpoint_path(directory, iteration), recorded)
-            except Exception as error:  # missing record, hash mismatch, unreadable file
-                logger.warning(f"skipping DDPM checkpoint of iteration {iteration}: {error}")
-                continue
-            self._ddpm = self._new_ddpm()
-            self._ddpm.load_state_dict(state)
-            self._ddpm.restored_from_iteration = iteration
-            logger.info(f"restored the DDPM learning state of iteration {iteration}")
+        state, iteration = newest_intact_checkpoint(reporter, max_iteration=self._iteration)
+        if state is None:
+            logger.warning("no intact DDPM checkpoint found: the model starts from scratch")
             return
-        logger.warning("no intact DDPM checkpoint found: the model starts from scratch")
+        self._ddpm = self._new_ddpm()
+        self._ddpm.load_state_dict(state)
+        self._ddpm.restored_from_iteration = iteration
+        logger.info(f"restored the DDPM learning state of iteration {iteration}")
+
+
+def newest_intact_checkpoint(reporter, max_iteration=None):
+    """The newest DDPM checkpoint whose SHA-256 matches the one recorded in storage.
+
+    Parameters
+    ----------
+    reporter : openmmtools.multistate.MultiStateReporter
+        Open reporter of the run.
+    max_iteration : int, optional
+        Ignore checkpoints of later iterations.
+
+    Returns
+    -------
+    state : dict or None
+    iteration : int or None
+    """
+    directory = run_directory_of(reporter.filepath)
+    iterations = [i for i in list_checkpoints(directory) if max_iteration is None or i <= max_iteration]
+    for iteration in reversed(iterations):
+        try:
+            recorded = reporter.read_dict(f"ddpm_checkpoint_{iteration}")["sha256"]
+            return load_verified(checkpoint_path(directory, iteration), recorded), iteration
+        except Exception as error:  # missing record, hash mismatch, unreadable file
+            logger.warning(f"skipping DDPM checkpoint of iteration {iteration}: {error}")
+    return None, None
+
+
+def load_proposal_model(storage):
+    """The proposal model of a run's newest intact checkpoint, for analysis and generation.
+
+    Parameters
+    ----------
+    storage : str
+        openmmtools storage file of a DDPM sampler run.
+
+    Returns
+    -------
+    model : openmm_ddpm.model.DiffusionProposalModel
+        Frozen float64 EMA model, as the run's proposals used it.
+    ddpm : OnlineDDPM
+        The whole learning state (buffer, trainer, statistics).
+    iteration : int
+        Iteration of the checkpoint.
+    """
+    from openmmtools import multistate
+
+    reporter = multistate.MultiStateReporter(storage, open_mode="r")
+    try:
+        options = reporter.read_dict("options")
+        thermodynamic_states, _ = reporter.read_thermodynamic_states()
+        state, iteration = newest_intact_checkpoint(reporter)
+    finally:
+        reporter.close()
+    if state is None or "trainer" not in state:
+        raise FileNotFoundError(f"no intact checkpoint with a trained model next to {storage} (in {run_directory_of(storage)})")
+    settings = {name: cls.coerce(options[name]) for name, cls in _SETTINGS.items()}
+    ddpm = OnlineDDPM(settings, thermodynamic_states[0].system, state["reference_positions"].numpy())
+    ddpm.load_state_dict(state)
+    return ddpm.proposal_model, ddpm, iteration
 
 
 class DDPMParallelTemperingSampler(_DDPMSamplerMixin, ParallelTemperingSampler):

@@ -1,4 +1,6 @@
-"""The i-SIR move: selection law, invariance on the double well, robustness."""
+"""The multiple-try move: selection law, exact invariance by enumeration and on the double well, robustness."""
+import itertools
+
 import numpy as np
 import openmm
 import pytest
@@ -8,7 +10,7 @@ from openmm import unit
 from openmmtools import mcmc, states
 
 from openmm_ddpm.analysis import batch_means_standard_error
-from openmm_ddpm.proposal import GenerativeProposal, effective_sample_size, isir_select
+from openmm_ddpm.proposal import GenerativeProposal, effective_sample_size, isir_select, multiple_try_select
 
 TEMPERATURE = 300.0 * unit.kelvin
 
@@ -41,6 +43,73 @@ def test_isir_selection_frequencies():
     assert np.all(np.abs(counts - expected) < 4 * np.sqrt(expected + 1))
 
 
+def test_multiple_try_selection_frequencies():
+    """Candidate j moves with probability (w_j / S) min(1, S / (S - w_j + w_0))."""
+    rng = np.random.default_rng(1)
+    w = np.array([0.3, 0.2, 0.0, 0.1])
+    log_weights = np.log(np.where(w > 0, w, 1.0)) - 3.0
+    log_weights[2] = -np.inf
+    total = w[1:].sum()
+    expected = np.array([0.0] + [w[j] / total * min(1.0, total / (total - w[j] + w[0])) if w[j] else 0.0 for j in (1, 2, 3)])
+    expected[0] = 1.0 - expected.sum()
+    n = 40000
+    counts = np.bincount([multiple_try_select(log_weights, rng) for _ in range(n)], minlength=4)
+    assert counts[2] == 0
+    assert np.all(np.abs(counts - expected * n) < 4 * np.sqrt(expected * n + 1)), (counts, expected * n)
+    assert multiple_try_select([0.0, -np.inf], rng) == 0
+    assert multiple_try_select([-900.0, 0.0], rng) == 1  # independence MH: a better candidate is always taken
+    assert multiple_try_select([0.0, -900.0, -950.0], rng) == 0  # weights far below the current one: no NaN
+
+
+def mtm_accept(total, w_selected, w_current):
+    return min(1.0, total / (total - w_selected + w_current))
+
+
+def transition_matrix(pi, q, n_candidates, accept=mtm_accept):
+    """A multiple-try kernel on a finite space, by enumerating every candidate tuple and outcome."""
+    n = len(pi)
+    w = pi / q
+    matrix = np.zeros((n, n))
+    for x in range(n):
+        for candidates in itertools.product(range(n), repeat=n_candidates):
+            p_candidates = np.prod(q[list(candidates)])
+            weights = w[list(candidates)]
+            total = weights.sum()
+            for j, y in enumerate(candidates):
+                p_accept = accept(total, weights[j], w[x])
+                matrix[x, y] += p_candidates * weights[j] / total * p_accept
+                matrix[x, x] += p_candidates * weights[j] / total * (1.0 - p_accept)
+    return matrix
+
+
+@pytest.mark.parametrize("n_candidates", [1, 2, 3])
+def test_multiple_try_kernel_leaves_the_target_exactly_invariant(n_candidates):
+    """pi P = pi and detailed balance to machine precision, for a proposal far from pi."""
+    pi = np.array([0.5, 0.25, 0.15, 0.07, 0.03])
+    q = np.array([0.05, 0.1, 0.2, 0.25, 0.4])
+    matrix = transition_matrix(pi, q, n_candidates)
+    np.testing.assert_allclose(matrix.sum(axis=1), 1.0, atol=1e-14)
+    np.testing.assert_allclose(pi @ matrix, pi, atol=1e-14)
+    flux = pi[:, None] * matrix
+    np.testing.assert_allclose(flux, flux.T, atol=1e-14)
+    # negative control: leaving the current weight out of the reverse total breaks invariance
+    wrong = transition_matrix(pi, q, n_candidates, accept=lambda total, w_j, w_x: min(1.0, total / max(total - w_j, w_j)))
+    assert np.abs(pi @ wrong - pi).max() > 1e-3
+
+
+def test_multiple_try_moves_at_least_as_often_as_isir():
+    """Peskun order: every off-diagonal transition probability of the multiple-try kernel >= i-SIR's."""
+    pi = np.array([0.5, 0.25, 0.15, 0.07, 0.03])
+    q = np.array([0.05, 0.1, 0.2, 0.25, 0.4])
+    w = pi / q
+    mtm = transition_matrix(pi, q, 1)
+    isir = q[None, :] * w[None, :] / (w[:, None] + w[None, :])
+    off = ~np.eye(len(pi), dtype=bool)
+    assert np.all(mtm[off] >= isir[off] - 1e-15)
+    stationary_acceptance = [(pi[:, None] * kernel)[off].sum() for kernel in (mtm, isir)]
+    assert stationary_acceptance[0] > 1.1 * stationary_acceptance[1]  # 0.155 vs 0.128 here
+
+
 def test_effective_sample_size_limits():
     assert effective_sample_size(np.zeros(8)) == pytest.approx(8.0)
     assert effective_sample_size([0.0, -np.inf, -np.inf]) == pytest.approx(1.0)
@@ -49,7 +118,7 @@ def test_effective_sample_size_limits():
 
 @pytest.mark.parametrize("n_candidates", [1, 8])
 def test_analytic_proposal_gives_exact_populations(double_well, reference_context_cache, n_candidates):
-    """(a) Langevin + i-SIR with a fixed, wrong (50/50) proposal recovers ~90/10."""
+    """(a) Langevin + multiple-try moves with a fixed, wrong (50/50) proposal recovers ~90/10."""
     proposal = GenerativeProposal(mixture_for(double_well), n_candidates=n_candidates, random_state=10 + n_candidates)
     wells = run_chain(double_well, langevin_then(proposal), TEMPERATURE, 4000, reference_context_cache)
     estimate, error = left_population(wells)

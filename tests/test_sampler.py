@@ -14,7 +14,9 @@ from openmm import unit
 from openmmtools import cache, multistate, states
 
 from openmm_ddpm.checkpoint import list_checkpoints
-from openmm_ddpm.sampler import DDPMParallelTemperingSampler, DDPMReplicaExchangeSampler, read_ddpm_statistics
+from openmm_ddpm.plots import plot_proposal_statistics
+from openmm_ddpm.sampler import (DDPMParallelTemperingSampler, DDPMReplicaExchangeSampler, load_proposal_model,
+                                 read_ddpm_statistics)
 from openmm_ddpm.systems import DoubleWell2D
 
 SCRIPT = os.path.join(os.path.dirname(__file__), "scripts", "double_well_remd.py")
@@ -55,6 +57,16 @@ def test_phases_statistics_and_settings_in_storage(tmp_path):
     assert np.all(candidates[~ready] == 0) and np.all(candidates[ready] == SMALL["proposals"]["n_candidates"])
     assert statistics["ddpm_buffer_frames"][14] == 14 * 3 * 10  # 3 replicas x 500 steps / stride 50
     assert list_checkpoints(sampler.run_directory) == [5, 10]
+
+    # the frozen model comes back from storage for analysis, scoring exactly as the run's own copy
+    model, ddpm, iteration = load_proposal_model(storage)
+    assert iteration == 10 and ddpm.frozen
+    positions, _ = sampler.ddpm.buffer.arrays()
+    frames = positions[-20:].astype(np.float64)
+    np.testing.assert_allclose(model.log_prob(frames, 300 * unit.kelvin),
+                               sampler.ddpm.proposal_model.log_prob(frames, 300 * unit.kelvin), rtol=0, atol=1e-10)
+    plot_proposal_statistics(statistics, str(tmp_path / "statistics.png"), window=3)
+    assert os.path.getsize(tmp_path / "statistics.png") > 10_000
     del sampler
 
     resumed = DDPMParallelTemperingSampler.from_storage(storage)

@@ -1,0 +1,92 @@
+"""PNG figures of a run: free-energy surfaces and proposal statistics over time (matplotlib)."""
+import numpy as np
+
+from openmm_ddpm.analysis import free_energy_surface
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_free_energy_surfaces(phi, psi, temperatures_kelvin, path, bins=50, max_kt=10.0):
+    """One Ramachandran free-energy panel per temperature.
+
+    Parameters
+    ----------
+    phi, psi : numpy.ndarray, (n_samples, n_states), rad
+    temperatures_kelvin : array_like, (n_states,)
+    path : str
+        PNG file to write.
+    bins : int
+    max_kt : float
+        Colour scale limit (kT); emptier bins are left white.
+    """
+    plt = _pyplot()
+    n_states = len(temperatures_kelvin)
+    figure, axes = plt.subplots(1, n_states, figsize=(3.2 * n_states + 1.0, 3.2), squeeze=False, sharey=True)
+    image = None
+    for k, axis in enumerate(axes[0]):
+        free_energy, edges = free_energy_surface(phi[:, k], psi[:, k], bins=bins)
+        degrees = np.degrees(edges)
+        image = axis.pcolormesh(degrees, degrees, np.ma.masked_invalid(free_energy).T, vmin=0.0, vmax=max_kt, cmap="viridis")
+        axis.set_title(f"{temperatures_kelvin[k]:.0f} K ({len(phi)} samples)")
+        axis.set_xlabel("phi (deg)")
+        axis.axvline(0.0, color="white", lw=0.5, ls="--")
+    axes[0, 0].set_ylabel("psi (deg)")
+    figure.colorbar(image, ax=axes[0].tolist(), label="F (kT)")
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def _windowed(values, window):
+    """Mean over a trailing window of the finite values (NaN where there are none)."""
+    values = np.asarray(values, dtype=float)
+    finite = np.isfinite(values)
+    sums = np.convolve(np.where(finite, values, 0.0), np.ones(window), mode="full")[: len(values)]
+    counts = np.convolve(finite.astype(float), np.ones(window), mode="full")[: len(values)]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return sums / counts
+
+
+def plot_proposal_statistics(statistics, path, window=25, n_target_states=1):
+    """Acceptance, ESS fraction, invalid fraction and training loss against iteration.
+
+    Parameters
+    ----------
+    statistics : dict
+        From ``openmm_ddpm.sampler.read_ddpm_statistics``.
+    path : str
+        PNG file to write.
+    window : int
+        Iterations in the trailing-mean window.
+    n_target_states : int
+        Proposal moves per proposing iteration.
+    """
+    plt = _pyplot()
+    iterations = np.arange(len(statistics["ddpm_phase"]))
+    proposing = statistics["ddpm_n_candidates"] > 0
+    per_move = np.where(proposing, statistics["ddpm_n_accepted"] / n_target_states, np.nan)
+    invalid = np.where(proposing, statistics["ddpm_n_invalid"] / np.maximum(statistics["ddpm_n_candidates"], 1), np.nan)
+    panels = [
+        ("acceptance per move", _windowed(per_move, window)),
+        ("ESS / (K + 1)", _windowed(statistics["ddpm_ess_fraction"], window)),
+        ("candidates outside the domain", _windowed(invalid, window)),
+        ("training loss", statistics["ddpm_training_loss"]),
+    ]
+    figure, axes = plt.subplots(len(panels), 1, figsize=(7, 8), sharex=True)
+    production = np.flatnonzero(statistics["ddpm_phase"] == 1)
+    for axis, (label, values) in zip(axes, panels):
+        axis.plot(iterations, values, lw=1.0)
+        axis.set_ylabel(label)
+        if len(production):
+            axis.axvline(production[0], color="k", ls=":", lw=1.0)
+    axes[0].set_title(f"proposal statistics ({window}-iteration trailing mean; dotted: model frozen)")
+    axes[-1].set_xlabel("iteration")
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
