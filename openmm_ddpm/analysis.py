@@ -311,13 +311,16 @@ def generate_at_temperature(model, system, temperature, n_samples, reference_pos
     if isinstance(reference_positions, unit.Quantity):
         reference_positions = reference_positions.value_in_unit(unit.nanometer)
     reference = np.asarray(reference_positions, dtype=np.float64)
+    from openmm_ddpm.model import DiffusionProposalModel
+
+    fast = {"score_on_the_way_out": True} if isinstance(model, DiffusionProposalModel) else {}
     generator = torch.Generator().manual_seed(int(seed))
     thermodynamic_state = states.ThermodynamicState(system, temperature)
     sampler_state = states.SamplerState(unit.Quantity(reference, unit.nanometer))
     positions, log_weights = [], []
     for start in range(0, int(n_samples), batch_size):
         n = min(batch_size, int(n_samples) - start)
-        samples, log_q = model.sample(n, temperature, generator=generator, reference_positions=reference)
+        samples, log_q = model.sample(n, temperature, generator=generator, reference_positions=reference, **fast)
         samples = np.asarray(samples, dtype=np.float64)
         u = reduced_potentials(thermodynamic_state, sampler_state, samples, context_cache)
         log_w = -u - np.asarray(log_q, dtype=np.float64)

@@ -158,6 +158,18 @@ def test_diffusion_proposals_in_internal_coordinates(alanine):
     assert np.allclose(model.log_prob(candidates[valid], temperature), log_q[valid], atol=1e-8)
     assert np.isnan(model.log_prob(-current[None], temperature)).all()
 
+    # scoring on the way out (analysis, generation) gives log_prob's values, multiplicity and Jacobians included
+    torch.manual_seed(3)
+    for parameter in network.parameters():
+        parameter.data.add_(0.05 * torch.randn_like(parameter))  # a nonlinear flow, not a Gaussian
+    positions, log_q_forward = model.sample(16, temperature, torch.Generator().manual_seed(4), current,
+                                            score_on_the_way_out=True)
+    scored = np.isfinite(log_q_forward)
+    assert scored.sum() >= 8
+    np.testing.assert_allclose(log_q_forward[scored], model.log_prob(positions[scored], temperature), atol=1e-7)
+    if not scored.all():
+        assert np.isnan(model.log_prob(positions[~scored], temperature)).all()
+
 
 def _energy(system, positions):
     import openmm
