@@ -49,11 +49,11 @@ from openmm import unit
 from openmmtools import cache, multistate, states, testsystems
 
 from openmm_ddpm.analysis import (backbone_dihedrals, basin_free_energy_difference_kt, generate_at_temperature,
-                                  log_weight_gap, mbar_expectations, neighbour_swap_acceptance, read_reduced_potentials,
-                                  read_state_trajectories, reweighted_expectation)
+                                  log_weight_gap, mbar_expectations, reweighted_expectation)
 from openmm_ddpm.buffer import StreamingLangevinMove
 from openmm_ddpm.plots import plot_free_energy_surfaces, plot_proposal_statistics
 from openmm_ddpm.sampler import DDPMParallelTemperingSampler, read_ddpm_statistics
+from openmm_ddpm.storage import neighbour_swap_acceptance, read_reduced_potentials, read_state_trajectories
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REFERENCE = os.path.join(HERE, os.pardir, "benchmarks", "results", "alanine_dipeptide_reference_{}.json")

@@ -13,7 +13,7 @@ def _pyplot():
     return plt
 
 
-def plot_free_energy_surfaces(phi, psi, temperatures_kelvin, path, bins=50, max_kt=10.0):
+def plot_free_energy_surfaces(phi, psi, temperatures_kelvin, path, bins=36, max_kt=8.0):
     """One Ramachandran free-energy panel per temperature.
 
     Parameters
@@ -23,12 +23,14 @@ def plot_free_energy_surfaces(phi, psi, temperatures_kelvin, path, bins=50, max_
     path : str
         PNG file to write.
     bins : int
+        Bins per axis (36: 10 degrees).
     max_kt : float
         Colour scale limit (kT); emptier bins are left white.
     """
     plt = _pyplot()
     n_states = len(temperatures_kelvin)
-    figure, axes = plt.subplots(1, n_states, figsize=(3.2 * n_states + 1.0, 3.2), squeeze=False, sharey=True)
+    figure, axes = plt.subplots(1, n_states, figsize=(3.0 * n_states + 1.2, 3.3), squeeze=False, sharey=True,
+                                layout="constrained")
     image = None
     for k, axis in enumerate(axes[0]):
         free_energy, edges = free_energy_surface(phi[:, k], psi[:, k], bins=bins)

@@ -10,11 +10,11 @@ from openmmtools import cache, mcmc, multistate, states
 from scipy.special import erfc
 from scipy.stats import norm
 
-from openmm_ddpm.analysis import (free_energy_surface, generate_at_temperature, mbar_expectations,
-                                  neighbour_swap_acceptance, read_reduced_potentials, read_state_trajectories,
-                                  read_temperatures_kelvin, reweighted_expectation)
+from openmm_ddpm.analysis import free_energy_surface, generate_at_temperature, mbar_expectations, reweighted_expectation
 from openmm_ddpm.plots import plot_free_energy_surfaces
 from openmm_ddpm.proposal import reduced_potentials
+from openmm_ddpm.storage import (neighbour_swap_acceptance, read_reduced_potentials, read_state_trajectories,
+                                 read_temperatures_kelvin)
 
 
 def ar1_normal(n, rho, scale, rng):

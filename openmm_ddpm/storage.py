@@ -1,0 +1,100 @@
+"""Reading a multistate run's storage per thermodynamic state (openmmtools MultiStateReporter).
+
+openmmtools stores each *replica*; analysis wants each *state*. These
+readers undo the replica permutation of every iteration.
+"""
+import numpy as np
+from openmm import unit
+from openmmtools import multistate
+
+
+def read_temperatures_kelvin(storage):
+    """Temperatures (K) of a run's thermodynamic states, in state order."""
+    reporter = multistate.MultiStateReporter(storage, open_mode="r")
+    try:
+        thermodynamic_states, _ = reporter.read_thermodynamic_states()
+    finally:
+        reporter.close()
+    return np.array([s.temperature.value_in_unit(unit.kelvin) for s in thermodynamic_states])
+
+
+def read_state_trajectories(storage, first_iteration=1, stride=1):
+    """Positions of the analysis particles of the replica in every state at each iteration.
+
+    openmmtools writes full positions only at checkpoint iterations and the
+    *analysis particles* at every iteration: create the reporter with
+    ``analysis_particle_indices=range(n_atoms)`` for whole-molecule analysis
+    (cheap for a small molecule), or with the atoms the analysis needs.
+
+    Parameters
+    ----------
+    storage : str
+        openmmtools storage file of a (finished or running) multistate run.
+    first_iteration : int
+        Iterations before it are skipped (equilibration).
+    stride : int
+        Read every ``stride``-th iteration.
+
+    Returns
+    -------
+    iterations : numpy.ndarray of int, (n,)
+    positions : numpy.ndarray, (n, n_states, n_analysis_particles, 3), nm
+        ``positions[i, k]`` is the configuration in state k after iteration
+        ``iterations[i]``.
+    """
+    reporter = multistate.MultiStateReporter(storage, open_mode="r")
+    try:
+        last = reporter.read_last_iteration(last_checkpoint=False)
+        iterations = np.arange(first_iteration, last + 1, stride)
+        frames = []
+        for iteration in iterations:
+            replica_of_state = np.argsort(reporter.read_replica_thermodynamic_states(iteration))
+            try:
+                sampler_states = reporter.read_sampler_states(iteration, analysis_particles_only=True)
+            except ValueError as error:  # openmmtools: no particles were flagged for analysis
+                raise ValueError(f"{storage} stores no analysis particles: create the MultiStateReporter "
+                                 "with analysis_particle_indices") from error
+            frames.append([sampler_states[r].positions.value_in_unit(unit.nanometer) for r in replica_of_state])
+    finally:
+        reporter.close()
+    return iterations, np.asarray(frames, dtype=np.float64)
+
+
+def read_reduced_potentials(storage, first_iteration=1):
+    """Reduced potentials of each state's configuration evaluated at every state.
+
+    Returns
+    -------
+    numpy.ndarray, (n_iterations, n_states, n_states)
+        ``u[i, k, l]``: configuration of state k after iteration i, at state l (kT).
+    """
+    reporter = multistate.MultiStateReporter(storage, open_mode="r")
+    try:
+        last = reporter.read_last_iteration(last_checkpoint=False)
+        energies, _, _ = reporter.read_energies()
+        replica_states = reporter.read_replica_thermodynamic_states()
+    finally:
+        reporter.close()
+    energies, replica_states = np.asarray(energies)[first_iteration : last + 1], np.asarray(replica_states)[first_iteration : last + 1]
+    replica_of_state = np.argsort(replica_states, axis=1)
+    return np.take_along_axis(energies, replica_of_state[:, :, None], axis=1)
+
+
+def neighbour_swap_acceptance(storage, first_iteration=1):
+    """Fraction of accepted swaps between neighbouring states (state order), from storage.
+
+    Returns
+    -------
+    numpy.ndarray, (n_states - 1,)
+        Entry k: accepted / proposed swaps between states k and k + 1.
+    """
+    reporter = multistate.MultiStateReporter(storage, open_mode="r")
+    try:
+        last = reporter.read_last_iteration(last_checkpoint=False)
+        accepted, proposed = reporter.read_mixing_statistics(slice(first_iteration, last + 1))
+    finally:
+        reporter.close()
+    accepted, proposed = np.asarray(accepted).sum(axis=0), np.asarray(proposed).sum(axis=0)
+    k = np.arange(len(accepted) - 1)
+    together = proposed[k, k + 1] + proposed[k + 1, k]
+    return (accepted[k, k + 1] + accepted[k + 1, k]) / np.maximum(together, 1)
