@@ -48,8 +48,9 @@ import torch
 from openmm import unit
 from openmmtools import cache, multistate, states, testsystems
 
-from openmm_ddpm.analysis import (backbone_dihedrals, basin_free_energy_difference_kt, generate_at_temperature,
-                                  log_weight_gap, mbar_expectations, reweighted_expectation)
+from openmm_ddpm.analysis import (backbone_dihedrals, basin_free_energy_difference_kt, expected_mh_acceptance,
+                                  generate_at_temperature, log_weight_gap, mbar_expectations, population_free_energy_kt,
+                                  reweighted_expectation)
 from openmm_ddpm.buffer import StreamingLangevinMove
 from openmm_ddpm.plots import plot_free_energy_surfaces, plot_proposal_statistics
 from openmm_ddpm.sampler import DDPMParallelTemperingSampler, read_ddpm_statistics
@@ -143,7 +144,7 @@ def basin_estimates(storage, molecule, first_iteration, unsimulated_kelvin, outp
     mbar = mbar_expectations(reduced, phi > 0, temperatures, [unsimulated_kelvin])
     for entry, mean, error in zip(per_state, mbar["mean"], mbar["error"]):
         entry["p_mbar"], entry["p_mbar_error"] = mean, error
-        entry["df_mbar_kT"], entry["df_mbar_error_kT"] = -np.log(mean / (1 - mean)), error / (mean * (1 - mean))
+        entry["df_mbar_kT"], entry["df_mbar_error_kT"] = population_free_energy_kt(mean, error)
     unsimulated = {"p_mbar": mbar["mean"][-1], "p_mbar_error": mbar["error"][-1]}
     return {"iterations_used": int(n), "mbar_thinning": mbar["thinning"], "per_state": per_state,
             "unsimulated": unsimulated,
@@ -194,6 +195,8 @@ def print_report(summary):
     print(f"  MH acceptance {summary['proposals']['acceptance']:.3f}, ESS/(K+1) {summary['proposals']['mean_ess_fraction']:.3f}, "
           f"outside the domain {summary['proposals']['invalid_candidate_fraction']:.3f}, "
           f"basin-changing accepted moves per proposal {summary['basin_changes_per_proposal']:.3f}")
+    print(f"  expected MH acceptance from held-out frames and model samples "
+          f"{summary['proposals']['expected_mh_acceptance_from_held_out_frames']:.3f}")
     print(f"  mean log w gap (train - held out) {summary['log_w_gap']:.2f} nats")
     print(f"  dF own samples {state0['df_kT']:.2f} +- {state0['df_error_kT']:.2f} kT "
           f"({state0['samples_in_phi_positive']} samples with phi > 0); "
@@ -255,8 +258,12 @@ def main(argv=None):
     statistics, proposals = production_summary(storage, args.freeze_after, args.n_candidates)
     plot_proposal_statistics(statistics, os.path.join(args.output, "proposal_statistics.png"))
     frames_per_iteration = sampler.ddpm.buffer.n_added / args.iterations
-    gap, means = log_weight_gap(sampler.ddpm, molecule.system, TEMPERATURES[0], int(frames_per_iteration * args.freeze_after),
-                               n_frames=args.gap_frames)
+    gap, means, log_weights = log_weight_gap(sampler.ddpm, molecule.system, TEMPERATURES[0],
+                                             int(frames_per_iteration * args.freeze_after), n_frames=args.gap_frames)
+    _, log_weights_model = generate_at_temperature(sampler.ddpm.proposal_model, molecule.system, TEMPERATURES[0],
+                                                   args.gap_frames, reference_positions=molecule.positions, seed=args.seed)
+    # held-out MD frames are samples of pi: the pair average is the equilibrium K = 1 acceptance
+    proposals["expected_mh_acceptance_from_held_out_frames"] = expected_mh_acceptance(log_weights["held_out"], log_weights_model)
     summary = {
         "command": "python " + " ".join([os.path.relpath(__file__, os.path.dirname(HERE))] + (argv if argv is not None else sys.argv[1:])),
         "solvent": args.solvent, "temperatures_kelvin": [t.value_in_unit(unit.kelvin) for t in TEMPERATURES],

@@ -63,9 +63,17 @@ def basin_free_energy_difference_kt(in_basin):
         Population of the basin, its error, F(basin) - F(rest) in kT and its error.
     """
     p, p_error, _ = mean_with_correlated_error(np.asarray(in_basin, dtype=float))
+    return (p, p_error) + population_free_energy_kt(p, p_error)
+
+
+def population_free_energy_kt(p, p_error):
+    """dF = -ln(p / (1 - p)) in kT of a basin of population p, and its delta-method error.
+
+    Returns (inf or -inf, nan) when p is 0 or 1 (no sample on one side).
+    """
     if not 0.0 < p < 1.0:
-        return p, p_error, float("inf") if p == 0.0 else float("-inf"), float("nan")
-    return p, p_error, float(-np.log(p / (1.0 - p))), float(p_error / (p * (1.0 - p)))
+        return float("inf") if p <= 0.0 else float("-inf"), float("nan")
+    return float(-np.log(p / (1.0 - p))), float(p_error / (p * (1.0 - p)))
 
 
 def backbone_dihedrals(positions_nm, topology):
@@ -113,8 +121,9 @@ def mbar_expectations(reduced_potentials, observable, temperatures_kelvin, targe
     -------
     dict
         ``temperatures_kelvin``, ``mean``, ``error`` (one entry per sampled
-        state, then per target temperature) and ``thinning`` (iterations
-        between kept samples).
+        state, then per target temperature; error NaN where too few samples
+        remain for MBAR's asymptotic covariance) and ``thinning``
+        (iterations between kept samples).
     """
     import pymbar
     from pymbar import timeseries
@@ -139,9 +148,14 @@ def mbar_expectations(reduced_potentials, observable, temperatures_kelvin, targe
     mbar = pymbar.MBAR(u_kn, np.full(n_states, len(kept)))
     means, errors = [], []
     for u_new in list(u_kn) + list(u_targets):
-        result = mbar.compute_expectations(a_n, u_kn=u_new[None], state_dependent=False)
+        try:
+            result = mbar.compute_expectations(a_n, u_kn=u_new[None], state_dependent=False)
+            error = float(result["sigma"][0])
+        except np.linalg.LinAlgError:  # too few samples for the asymptotic covariance
+            result = mbar.compute_expectations(a_n, u_kn=u_new[None], state_dependent=False, compute_uncertainty=False)
+            error = float("nan")
         means.append(float(result["mu"][0]))
-        errors.append(float(result["sigma"][0]))
+        errors.append(error)
     return {"temperatures_kelvin": list(temperatures) + list(targets), "mean": means, "error": errors, "thinning": thinning}
 
 
@@ -277,6 +291,8 @@ def log_weight_gap(ddpm, system, temperature, frames_before_freeze, n_frames=200
         nats; NaN if either group is empty.
     means : dict
         ``train`` and ``held_out`` mean log w.
+    log_weights : dict
+        ``train`` and ``held_out`` log w of every frame used (NaN outside the support).
     """
     from openmm import unit
     from openmmtools import states
@@ -289,15 +305,45 @@ def log_weight_gap(ddpm, system, temperature, frames_before_freeze, n_frames=200
     model = ddpm.proposal_model
     rng = np.random.default_rng(seed)
     thermodynamic_state = states.ThermodynamicState(system, temperature)
-    means = {}
+    means, log_weights = {}, {}
     for name, mask in (("train", at_temperature & (index < frames_before_freeze)),
                        ("held_out", at_temperature & (index >= frames_before_freeze))):
         if not mask.any():
-            means[name] = float("nan")
+            means[name], log_weights[name] = float("nan"), np.array([])
             continue
         chosen = rng.choice(np.flatnonzero(mask), size=min(n_frames, int(mask.sum())), replace=False)
         frames = model.relabel(positions[chosen].astype(np.float64), rng)
         sampler_state = states.SamplerState(unit.Quantity(frames[0], unit.nanometer))
         log_w = -reduced_potentials(thermodynamic_state, sampler_state, frames) - model.log_prob(frames, temperature)
         means[name] = float(np.mean(log_w[np.isfinite(log_w)]))
-    return means["train"] - means["held_out"], means
+        log_weights[name] = log_w
+    return means["train"] - means["held_out"], means, log_weights
+
+
+def expected_mh_acceptance(log_weights_target, log_weights_model):
+    """Stationary acceptance of independence Metropolis-Hastings, from two weight samples.
+
+    With x ~ pi (e.g. held-out MD frames) and y ~ q (model samples), the
+    acceptance of a K = 1 move in equilibrium is E[min(1, w(y) / w(x))];
+    averaging over every (x, y) pair gives it without running a chain,
+    with far less noise than counting a few hundred accepted moves.
+
+    Parameters
+    ----------
+    log_weights_target : array_like, (n,)
+        log w = -u - log q of samples of the target (-inf/NaN: outside the support, dropped).
+    log_weights_model : array_like, (m,)
+        log w of model samples (-inf/NaN: weight 0, never accepted).
+
+    Returns
+    -------
+    float
+    """
+    log_x = np.asarray(log_weights_target, dtype=float)
+    log_y = np.asarray(log_weights_model, dtype=float)
+    log_x = log_x[np.isfinite(log_x)]
+    log_y = np.where(np.isfinite(log_y), log_y, -np.inf)
+    if len(log_x) == 0 or len(log_y) == 0:
+        return float("nan")
+    difference = np.minimum(log_y[None, :] - log_x[:, None], 0.0)
+    return float(np.mean(np.exp(difference)))

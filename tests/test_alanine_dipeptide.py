@@ -41,6 +41,7 @@ def test_short_augmented_run_on_alanine_dipeptide(tmp_path):
     assert accepted == pytest.approx(summary["proposals"]["acceptance"] * 120)
     assert summary["basin_change_counts"]["basin_changes"] <= accepted
     assert 0.0 <= summary["proposals"]["invalid_candidate_fraction"] < 0.5
+    assert 0.0 <= summary["proposals"]["expected_mh_acceptance_from_held_out_frames"] <= 1.0
 
     # state bookkeeping: at 1000 K MD crosses the phi barrier, and the estimate matches the reference run
     per_state = summary["basins"]["per_state"]

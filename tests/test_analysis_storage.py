@@ -10,7 +10,8 @@ from openmmtools import cache, mcmc, multistate, states
 from scipy.special import erfc
 from scipy.stats import norm
 
-from openmm_ddpm.analysis import free_energy_surface, generate_at_temperature, mbar_expectations, reweighted_expectation
+from openmm_ddpm.analysis import (expected_mh_acceptance, free_energy_surface, generate_at_temperature, mbar_expectations,
+                                  reweighted_expectation)
 from openmm_ddpm.plots import plot_free_energy_surfaces
 from openmm_ddpm.proposal import reduced_potentials
 from openmm_ddpm.storage import (neighbour_swap_acceptance, read_reduced_potentials, read_state_trajectories,
@@ -57,6 +58,25 @@ def test_reweighted_expectation_is_unbiased_and_its_error_is_calibrated():
     assert 0.8 < np.mean(errors) / np.std(estimates) < 1.25
     assert 0.4 * 500 < ess < 500  # a mismatched q: fewer effective samples than draws
     assert reweighted_expectation([0.0, -np.inf, np.nan], [1.0, 0.0, 0.0])[:2] == (1.0, 0.0)
+
+
+def test_expected_mh_acceptance_matches_an_independence_chain():
+    """pi = N(0, 1), q = N(0.5, 1.5^2): the pair average equals the acceptance rate of the actual chain."""
+    rng = np.random.default_rng(11)
+
+    def log_w(x):
+        return norm.logpdf(x, 0.0, 1.0) - norm.logpdf(x, 0.5, 1.5)
+
+    expected = expected_mh_acceptance(log_w(rng.normal(size=3000)), log_w(rng.normal(0.5, 1.5, size=3000)))
+    n, accepted = 100_000, 0
+    log_w_proposals, log_uniforms = log_w(rng.normal(0.5, 1.5, size=n)), np.log(rng.random(n))
+    log_w_current = log_w(0.0)
+    for log_w_y, log_u in zip(log_w_proposals, log_uniforms):
+        if log_u < log_w_y - log_w_current:
+            log_w_current, accepted = log_w_y, accepted + 1
+    assert abs(expected - accepted / n) < 0.015, (expected, accepted / n)
+    assert expected_mh_acceptance([0.0, 1.0], [0.0, 1.0]) == pytest.approx((3.0 + np.exp(-1.0)) / 4.0)
+    assert expected_mh_acceptance([0.0], [-np.inf, np.nan]) == 0.0
 
 
 def test_generation_at_an_unsimulated_temperature_recovers_the_exact_populations(double_well, reference_context_cache):
