@@ -137,7 +137,9 @@ class ProposalSettings(_Settings):
         K of the multiple-try move (1: independence Metropolis-Hastings).
     min_training_steps : int
         Optimizer steps the model must have had before the first proposal,
-        so an untrained model never proposes by accident.
+        so an untrained model never proposes by accident. Once the model is
+        frozen (``freeze_after``) it proposes regardless, with a warning if
+        it froze before reaching this count.
     seed : int
         Seed of training minibatches and of every proposal's randomness.
     """

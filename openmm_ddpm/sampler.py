@@ -134,8 +134,14 @@ class OnlineDDPM:
 
     @property
     def ready_to_propose(self):
-        """True once the model has had ``min_training_steps`` optimizer steps."""
-        return self.trainer is not None and self.trainer.n_steps_done >= self.settings["proposals"].min_training_steps
+        """True once the model has had ``min_training_steps`` optimizer steps, or is frozen for good.
+
+        A frozen model will not improve by waiting, and its proposals are
+        exact whatever its quality, so the production phase always proposes.
+        """
+        if self.trainer is None or self._proposal_model is None:
+            return False
+        return self.frozen or self.trainer.n_steps_done >= self.settings["proposals"].min_training_steps
 
     def refresh_proposal_model(self):
         """Give every proposal move a new frozen float64 copy of the EMA model."""
@@ -347,6 +353,9 @@ class _DDPMSamplerMixin:
                 ddpm.frozen = True
                 ddpm.refresh_proposal_model()
                 logger.info(f"iteration {self._iteration}: model frozen for the production phase")
+                if ddpm.trainer.n_steps_done < self._proposals.min_training_steps:
+                    logger.warning(f"the model froze after {ddpm.trainer.n_steps_done} training steps, fewer than "
+                                   f"min_training_steps={self._proposals.min_training_steps}; it proposes anyway")
             return float("nan")
         if self._iteration % self._training.train_interval != 0:
             return float("nan")

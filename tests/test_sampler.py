@@ -89,6 +89,20 @@ def test_no_proposal_from_an_untrained_model(tmp_path):
     assert np.nansum(read_ddpm_statistics(storage)["ddpm_n_candidates"]) == 0
 
 
+def test_a_model_frozen_before_min_training_steps_proposes_in_production(tmp_path):
+    """Waiting for steps that will never come would silently turn the production phase into plain PT."""
+    storage = str(tmp_path / "run.nc")
+    system = DoubleWell2D()
+    sampler = DDPMParallelTemperingSampler(number_of_iterations=5, online_analysis_interval=None, freeze_after=3,
+                                           proposals=dict(min_training_steps=10**6, n_candidates=2),
+                                           training=dict(min_buffer_frames=10, train_steps=5))
+    sampler.create(states.ThermodynamicState(system.system, 300 * unit.kelvin), states.SamplerState(system.positions),
+                   multistate.MultiStateReporter(storage), temperatures=[300.0, 400.0] * unit.kelvin)
+    sampler.run()
+    candidates = read_ddpm_statistics(storage)["ddpm_n_candidates"][1:6]
+    assert candidates.tolist() == [0, 0, 0, 2, 2]
+
+
 def test_replica_exchange_variant_refuses_states_that_differ_beyond_temperature(tmp_path):
     system = DoubleWell2D()
     other = DoubleWell2D(tilt=1.0 * unit.kilojoule_per_mole)
