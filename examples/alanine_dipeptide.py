@@ -6,10 +6,13 @@ Systems). Reference values at 300 K: P(phi > 0) = 0.95 % and dF(phi>0 vs
 phi<0) = 4.65 kT in vacuum, 0.31 % and 5.77 kT in implicit solvent.
 
 The ladder: 4 replicas, geometric from 300 to 1000 K. At 1000 K the
-molecule crosses the phi barrier on the MD time scale (P(phi > 0) about
-0.10 in our vacuum reference run), which is what the model must learn from; with 22
-atoms the energy distributions of neighbours a factor 1.5 apart in T still
-overlap (swap acceptance ~0.4-0.5 measured), so 4 replicas suffice.
+molecule crosses the phi barrier on the MD time scale (P(phi > 0) = 0.10 in
+our vacuum reference run), which is what the model must learn from, and the
+model needs every state's frames, so fewer replicas means more data per
+state for the same MD. The price is swap acceptance between neighbours
+(factor 1.49 in T): 0.12-0.15 measured in implicit solvent, against 0.36
+for the 6-replica reference ladder (factor 1.27) in vacuum; add replicas
+(``TEMPERATURES``) if round trips matter more than data per state.
 
 What it does:
 
@@ -35,6 +38,7 @@ What it does:
 
 Run:  python examples/alanine_dipeptide.py [--solvent vacuum|implicit] [--iterations N]
           [--freeze-after N] [--n-candidates K] [--output DIR]   (see --help for the rest)
+      the same arguments plus --analyze-only analyse a finished run in --output again.
 """
 import argparse
 import json
@@ -53,7 +57,7 @@ from openmm_ddpm.analysis import (backbone_dihedrals, basin_free_energy_differen
                                   reweighted_expectation)
 from openmm_ddpm.buffer import StreamingLangevinMove
 from openmm_ddpm.plots import plot_free_energy_surfaces, plot_proposal_statistics
-from openmm_ddpm.sampler import DDPMParallelTemperingSampler, read_ddpm_statistics
+from openmm_ddpm.sampler import DDPMParallelTemperingSampler, load_proposal_model, read_ddpm_statistics
 from openmm_ddpm.storage import neighbour_swap_acceptance, read_reduced_potentials, read_state_trajectories
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -151,10 +155,10 @@ def basin_estimates(storage, molecule, first_iteration, unsimulated_kelvin, outp
             "neighbour_swap_acceptance": neighbour_swap_acceptance(storage, first_iteration).tolist()}
 
 
-def generation_at(sampler, molecule, temperature_kelvin, n_samples, seed):
+def generation_at(model, molecule, temperature_kelvin, n_samples, seed):
     """Reweighted model samples at a temperature that was not simulated."""
     positions, log_weights = generate_at_temperature(
-        sampler.ddpm.proposal_model, molecule.system, temperature_kelvin * unit.kelvin, n_samples,
+        model, molecule.system, temperature_kelvin * unit.kelvin, n_samples,
         reference_positions=molecule.positions, seed=seed)
     phi = phi_of(positions)
     p, p_error, ess = reweighted_expectation(log_weights, phi > 0)
@@ -194,7 +198,8 @@ def print_report(summary):
     print(f"\n300 K, production phase ({basins['iterations_used']} iterations):")
     print(f"  MH acceptance {summary['proposals']['acceptance']:.3f}, ESS/(K+1) {summary['proposals']['mean_ess_fraction']:.3f}, "
           f"outside the domain {summary['proposals']['invalid_candidate_fraction']:.3f}, "
-          f"basin-changing accepted moves per proposal {summary['basin_changes_per_proposal']:.3f}")
+          f"basin-changing accepted moves per proposal {summary['basin_changes_per_proposal']:.4f} "
+          f"(counts {summary['basin_change_counts']})")
     print(f"  expected MH acceptance from held-out frames and model samples "
           f"{summary['proposals']['expected_mh_acceptance_from_held_out_frames']:.3f}")
     print(f"  mean log w gap (train - held out) {summary['log_w_gap']:.2f} nats")
@@ -234,6 +239,8 @@ def main(argv=None):
     parser.add_argument("--gap-frames", type=int, default=200, help="frames per group of the log w gap")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output", default="alanine_dipeptide_output")
+    parser.add_argument("--analyze-only", action="store_true",
+                        help="analyse the finished run in --output again (same run arguments) instead of simulating")
     args = parser.parse_args(argv)
     if not 0 < args.freeze_after < args.iterations:
         parser.error("need 0 < --freeze-after < --iterations")
@@ -242,10 +249,14 @@ def main(argv=None):
     cache.global_context_cache.platform = openmm.Platform.getPlatformByName(platform_name)
     os.makedirs(args.output, exist_ok=True)
     storage = os.path.join(args.output, "run.nc")
-    if os.path.exists(storage):
-        raise SystemExit(f"{storage} exists: choose another --output (or resume it with openmmtools' from_storage)")
-
     molecule = make_molecule(args.solvent)
+    if args.analyze_only:
+        model, ddpm, iteration = load_proposal_model(storage)  # the newest checkpoint's model and buffer
+        summary = analyze(storage, molecule, args, argv, (model, ddpm, iteration), counts=None, wall=float("nan"))
+        return finish(summary, args)
+    if os.path.exists(storage):
+        raise SystemExit(f"{storage} exists: choose another --output, or add --analyze-only to analyse it again")
+
     sampler = make_sampler(args)
     sampler.create(states.ThermodynamicState(molecule.system, TEMPERATURES[0]), states.SamplerState(molecule.positions),
                    multistate.MultiStateReporter(storage, checkpoint_interval=50,
@@ -255,32 +266,47 @@ def main(argv=None):
     counts = run_and_count_basin_changes(sampler, args.iterations, args.freeze_after)
     wall = time.perf_counter() - start
 
+    learned = (sampler.ddpm.proposal_model, sampler.ddpm, sampler.iteration)
+    summary = analyze(storage, molecule, args, argv, learned, counts, wall)
+    return finish(summary, args)
+
+
+def analyze(storage, molecule, args, argv, learned, counts, wall):
+    """Everything after the run, from its storage and the learning state; returns the summary dict.
+
+    ``learned``: (proposal model, OnlineDDPM, iteration it belongs to).
+    """
+    model, ddpm, learned_iteration = learned
     statistics, proposals = production_summary(storage, args.freeze_after, args.n_candidates)
     plot_proposal_statistics(statistics, os.path.join(args.output, "proposal_statistics.png"))
-    frames_per_iteration = sampler.ddpm.buffer.n_added / args.iterations
-    gap, means, log_weights = log_weight_gap(sampler.ddpm, molecule.system, TEMPERATURES[0],
+    frames_per_iteration = ddpm.buffer.n_added / learned_iteration
+    gap, means, log_weights = log_weight_gap(ddpm, molecule.system, TEMPERATURES[0],
                                              int(frames_per_iteration * args.freeze_after), n_frames=args.gap_frames)
-    _, log_weights_model = generate_at_temperature(sampler.ddpm.proposal_model, molecule.system, TEMPERATURES[0],
-                                                   args.gap_frames, reference_positions=molecule.positions, seed=args.seed)
+    _, log_weights_model = generate_at_temperature(model, molecule.system, TEMPERATURES[0], args.gap_frames,
+                                                   reference_positions=molecule.positions, seed=args.seed)
     # held-out MD frames are samples of pi: the pair average is the equilibrium K = 1 acceptance
     proposals["expected_mh_acceptance_from_held_out_frames"] = expected_mh_acceptance(log_weights["held_out"], log_weights_model)
-    summary = {
+    return {
         "command": "python " + " ".join([os.path.relpath(__file__, os.path.dirname(HERE))] + (argv if argv is not None else sys.argv[1:])),
         "solvent": args.solvent, "temperatures_kelvin": [t.value_in_unit(unit.kelvin) for t in TEMPERATURES],
         "iterations": args.iterations, "freeze_after": args.freeze_after, "n_candidates": args.n_candidates,
-        "md_steps_per_iteration": args.md_steps, "frames_streamed": int(sampler.ddpm.buffer.n_added),
-        "training_steps": int(sampler.ddpm.trainer.n_steps_done), "wall_seconds": wall,
+        "md_steps_per_iteration": args.md_steps, "frames_streamed": int(ddpm.buffer.n_added),
+        "training_steps": int(ddpm.trainer.n_steps_done), "wall_seconds": wall,
         "proposals": proposals, "basin_change_counts": counts,
-        "basin_changes_per_proposal": counts["basin_changes"] / max(counts["proposals"], 1),
+        "basin_changes_per_proposal": float("nan") if counts is None else counts["basin_changes"] / max(counts["proposals"], 1),
         "log_w_gap": gap, "mean_log_w_300K": means,
-        "generation": generation_at(sampler, molecule, args.unsimulated_temperature, args.generated_samples, args.seed),
+        "generation": generation_at(model, molecule, args.unsimulated_temperature, args.generated_samples, args.seed),
         "basins": basin_estimates(storage, molecule, args.freeze_after + 1, args.unsimulated_temperature, args.output),
         "reference": reference_values(args.solvent, args.unsimulated_temperature),
     }
+
+
+def finish(summary, args):
+    """Write summary.json and print the report."""
     with open(os.path.join(args.output, "summary.json"), "w") as stream:
         json.dump(summary, stream, indent=2)
     print_report(summary)
-    print(f"\nwrote {args.output}/summary.json, free_energy_surfaces.png, proposal_statistics.png ({wall:.0f} s)")
+    print(f"\nwrote {args.output}/summary.json, free_energy_surfaces.png, proposal_statistics.png")
     return summary
 
 
