@@ -145,6 +145,9 @@ def mbar_expectations(reduced_potentials, observable, temperatures_kelvin, targe
     u_at_state0 = u_kn[0] * temperatures[0]
     u_targets = np.array([u_at_state0 / t for t in targets]).reshape(len(targets), -1)
     a_n = observable[kept].T.reshape(-1)
+    # pymbar's uncertainty takes log(A): shift the observable to >= 1 (the mean shifts back, its error is unchanged)
+    shift = 1.0 - a_n.min()
+    a_n = a_n + shift
     mbar = pymbar.MBAR(u_kn, np.full(n_states, len(kept)))
     means, errors = [], []
     for u_new in list(u_kn) + list(u_targets):
@@ -154,7 +157,7 @@ def mbar_expectations(reduced_potentials, observable, temperatures_kelvin, targe
         except np.linalg.LinAlgError:  # too few samples for the asymptotic covariance
             result = mbar.compute_expectations(a_n, u_kn=u_new[None], state_dependent=False, compute_uncertainty=False)
             error = float("nan")
-        means.append(float(result["mu"][0]))
+        means.append(float(result["mu"][0]) - shift)
         errors.append(error)
     return {"temperatures_kelvin": list(temperatures) + list(targets), "mean": means, "error": errors, "thinning": thinning}
 
