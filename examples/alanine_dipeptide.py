@@ -10,7 +10,7 @@ molecule crosses the phi barrier on the MD time scale (P(phi > 0) = 0.10 in
 our vacuum reference run), which is what the model must learn from, and the
 model needs every state's frames, so fewer replicas means more data per
 state for the same MD. The price is swap acceptance between neighbours
-(factor 1.49 in T): 0.12-0.15 measured in implicit solvent, against 0.36
+(factor 1.49 in T): 0.13-0.15 measured in vacuum, 0.12-0.15 in implicit solvent, against 0.36
 for the 6-replica reference ladder (factor 1.27) in vacuum; add replicas
 (``TEMPERATURES``) if round trips matter more than data per state.
 
