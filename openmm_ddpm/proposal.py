@@ -10,8 +10,7 @@ proposals, the other candidates serving as the reference points; Liu, Liang
 min(1, w(y) / w(x)). The move leaves pi(x) ~ exp(-u(x)) invariant for any q
 whose support covers pi's (docs/exactness.md). It moves more often than
 i-SIR (drawing from {x, y_1..y_K} in proportion to w, DESIGN.md section 2)
-for every set of weights, so it is never worse in the Peskun order;
-``isir_select`` is kept for comparison.
+for every set of weights, so it is never worse in the Peskun order.
 
 Points outside the proposal's support (log q NaN: outside the representation's
 domain, or not encodable) and points with a non-finite energy get weight 0.
@@ -96,28 +95,6 @@ def effective_sample_size(log_weights):
         return 0.0
     w = np.exp(log_weights[finite] - log_weights[finite].max())
     return float(w.sum() ** 2 / (w**2).sum())
-
-
-def isir_select(log_weights, rng):
-    """Draw an index with probability proportional to exp(log_weights).
-
-    Parameters
-    ----------
-    log_weights : array_like, (K + 1,)
-        Entry 0 is the current state and must be finite.
-    rng : numpy.random.Generator
-
-    Returns
-    -------
-    int
-    """
-    log_weights = np.asarray(log_weights, dtype=float)
-    if not np.isfinite(log_weights[0]):
-        raise ValueError("the current state's log-weight must be finite")
-    valid = np.isfinite(log_weights)
-    p = np.zeros_like(log_weights)
-    p[valid] = np.exp(log_weights[valid] - log_weights[valid].max())
-    return int(rng.choice(len(p), p=p / p.sum()))
 
 
 def multiple_try_select(log_weights, rng):

@@ -10,7 +10,7 @@ from openmm import unit
 from openmmtools import mcmc, states
 
 from openmm_ddpm.analysis import batch_means_standard_error
-from openmm_ddpm.proposal import GenerativeProposal, effective_sample_size, isir_select, multiple_try_select
+from openmm_ddpm.proposal import GenerativeProposal, effective_sample_size, multiple_try_select
 
 TEMPERATURE = 300.0 * unit.kelvin
 
@@ -31,16 +31,6 @@ def langevin_then(proposal, n_steps=50):
 def left_population(wells):
     left = (wells == 0).astype(float)
     return left.mean(), batch_means_standard_error(left)
-
-
-def test_isir_selection_frequencies():
-    rng = np.random.default_rng(0)
-    log_weights = np.log([0.1, 0.2, 0.0001, 0.3]) + 5.0
-    log_weights[2] = -np.inf
-    counts = np.bincount([isir_select(log_weights, rng) for _ in range(20000)], minlength=4)
-    expected = np.array([1, 2, 0, 3]) / 6 * 20000
-    assert counts[2] == 0
-    assert np.all(np.abs(counts - expected) < 4 * np.sqrt(expected + 1))
 
 
 def test_multiple_try_selection_frequencies():
@@ -250,4 +240,4 @@ def test_bad_arguments_raise(double_well):
     with pytest.raises(ValueError, match="n_candidates"):
         GenerativeProposal(mixture_for(double_well), n_candidates=0)
     with pytest.raises(ValueError, match="current state"):
-        isir_select([np.nan, 0.0], np.random.default_rng(0))
+        multiple_try_select([np.nan, 0.0], np.random.default_rng(0))
