@@ -63,7 +63,6 @@ from openmm_ddpm.storage import neighbour_swap_acceptance, read_reduced_potentia
 HERE = os.path.dirname(os.path.abspath(__file__))
 REFERENCE = os.path.join(HERE, os.pardir, "benchmarks", "results", "alanine_dipeptide_reference_{}.json")
 TEMPERATURES = np.geomspace(300.0, 1000.0, 4) * unit.kelvin
-PHI_ATOMS = [4, 6, 8, 14]  # C(ACE) N CA C
 
 
 def make_molecule(solvent):
@@ -89,15 +88,13 @@ def make_sampler(args):
     )
 
 
-def phi_of(positions_nm):
-    """phi (rad) of configurations (n, N, 3) nm."""
-    from openmm_ddpm.internal import _dihedral
-
-    x = torch.as_tensor(np.asarray(positions_nm, dtype=np.float64)[:, PHI_ATOMS])
-    return _dihedral(x[:, 0], x[:, 1], x[:, 2], x[:, 3]).numpy()
+def phi_of(positions_nm, topology):
+    """phi (rad) of configurations (n, N, 3) nm, by mdtraj like the free-energy surfaces."""
+    phi, _ = backbone_dihedrals(positions_nm, topology)
+    return phi[:, 0]
 
 
-def run_and_count_basin_changes(sampler, n_iterations, freeze_after):
+def run_and_count_basin_changes(sampler, topology, n_iterations, freeze_after):
     """Run iteration by iteration; count accepted production moves at 300 K that change the phi basin."""
     counts = {"proposals": 0, "accepted": 0, "basin_changes": 0}
     start = time.perf_counter()
@@ -109,7 +106,8 @@ def run_and_count_basin_changes(sampler, n_iterations, freeze_after):
         before, after, accepted = move
         counts["proposals"] += 1
         counts["accepted"] += int(accepted)
-        counts["basin_changes"] += int(accepted and (phi_of(before[None])[0] > 0) != (phi_of(after[None])[0] > 0))
+        phi_before, phi_after = phi_of(np.stack([before, after]), topology)
+        counts["basin_changes"] += int(accepted and (phi_before > 0) != (phi_after > 0))
         if sampler.iteration % 25 == 0:
             print(f"iteration {sampler.iteration}/{n_iterations}, {time.perf_counter() - start:.0f} s, "
                   f"production moves at 300 K: {counts}", flush=True)
@@ -160,7 +158,7 @@ def generation_at(model, molecule, temperature_kelvin, n_samples, seed):
     positions, log_weights = generate_at_temperature(
         model, molecule.system, temperature_kelvin * unit.kelvin, n_samples,
         reference_positions=molecule.positions, seed=seed)
-    phi = phi_of(positions)
+    phi = phi_of(positions, molecule.topology)
     p, p_error, ess = reweighted_expectation(log_weights, phi > 0)
     finite = np.isfinite(log_weights)
     return {"temperature_kelvin": temperature_kelvin, "n_samples": n_samples, "p_reweighted": p,
@@ -263,7 +261,7 @@ def main(argv=None):
                                                  analysis_particle_indices=list(range(molecule.system.getNumParticles()))),
                    temperatures=TEMPERATURES)
     start = time.perf_counter()
-    counts = run_and_count_basin_changes(sampler, args.iterations, args.freeze_after)
+    counts = run_and_count_basin_changes(sampler, molecule.topology, args.iterations, args.freeze_after)
     wall = time.perf_counter() - start
 
     learned = (sampler.ddpm.proposal_model, sampler.ddpm, sampler.iteration)
