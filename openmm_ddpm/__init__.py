@@ -6,4 +6,4 @@ Metropolis-Hastings rule makes the move leave the Boltzmann distribution invaria
 whatever the model's quality (see docs/exactness.md).
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

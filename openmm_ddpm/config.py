@@ -49,10 +49,21 @@ class RepresentationSettings(_Settings):
     remove_center_of_mass : bool
         Cartesian only: True for isolated molecules, False for systems in an
         external field.
+    relative_sibling_torsions : bool
+        Internal only: torsions of an atom's further substituents relative
+        to its first (``InternalCoordinates``). Stored settings without this
+        field (runs of version 0.1) read as False, as those runs were made.
     """
 
     kind: str = "cartesian"
     remove_center_of_mass: bool = False
+    relative_sibling_torsions: bool = True
+
+    @classmethod
+    def coerce(cls, value):
+        if isinstance(value, dict) and "relative_sibling_torsions" not in value:
+            value = dict(value, relative_sibling_torsions=False)
+        return super().coerce(value)
 
     def __post_init__(self):
         if self.kind not in ("cartesian", "internal"):
@@ -106,6 +117,12 @@ class OnlineTrainingSettings(_Settings):
         is fitted on the buffer at that moment and kept fixed afterwards.
     stream_stride : int
         MD steps between frames streamed into the buffer by the default move.
+    target_fraction : float or None
+        Share of the training frames drawn from the temperatures of the
+        proposal target states (the rest from all others), so the model
+        spends its capacity where it proposes; None (default) trains on
+        the buffer as streamed (every state equally). Changes only what the
+        model learns, never the exactness of a move.
     """
 
     train_interval: int = 1
@@ -116,10 +133,13 @@ class OnlineTrainingSettings(_Settings):
     buffer_capacity: int = 100_000
     min_buffer_frames: int = 500
     stream_stride: int = 50
+    target_fraction: float = None
 
     def __post_init__(self):
         if min(self.train_interval, self.train_steps, self.batch_size, self.buffer_capacity, self.stream_stride) < 1:
             raise ValueError("intervals, steps, sizes and stride must be >= 1")
+        if self.target_fraction is not None and not 0.0 < self.target_fraction <= 1.0:
+            raise ValueError(f"target_fraction must be in (0, 1] or None, got {self.target_fraction}")
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,14 @@ kept from the current configuration, and the density on that slice carries
 so ``forward`` returns logdet = -ln J and ``inverse`` +ln J (the rigid-body
 measure at a fixed frame is a constant that cancels in the move).
 
+Sibling torsions: atoms placed from the same (j, k, l) (the substituents of
+one atom, e.g. the three hydrogens of a methyl group) have torsions that
+differ by nearly fixed amounts (~120 degrees). With
+``relative_sibling_torsions`` (default) every sibling after the first is
+represented by its torsion minus the first sibling's: a shear of unit
+Jacobian that turns a thin diagonal direction of the data into a feature of
+its own, which the standardization then scales to unit width.
+
 Torsions are periodic: each is represented in a window [c, c + 2 pi) whose
 cut c lies where the data is sparsest (``fit_torsion_cuts``). A feature
 vector with a bond <= 0, an angle outside (0, pi), a torsion outside its
@@ -26,7 +34,8 @@ import torch
 
 from openmm_ddpm.coordinates import as_positions_tensor
 
-ROTOR_WINDOW = math.radians(170.0)
+ROTOR_WINDOW = math.radians(170.0)  # widest rotor window, and the width before fitting
+MIN_ROTOR_WINDOW = 2 * math.pi / 3
 
 
 def bond_graph(topology):
@@ -272,12 +281,20 @@ class InternalCoordinates:
         Structure whose chiral centres every configuration must keep.
     torsion_cuts : array_like, (n_torsions,), rad, optional
         Window starts; default -pi (fit them with ``fit_torsion_cuts``).
+    torsion_widths : array_like, (n_torsions,), rad, optional
+        Window widths; default 2 pi, and ``ROTOR_WINDOW`` for the first
+        hydrogen of a rotor group (fit them with ``fit_rotor_windows``).
     system : openmm.System, optional
         If given, rotor groups whose permutation leaves its energy unchanged
         are treated by symmetry (module docstring); without it, none are.
+    relative_sibling_torsions : bool
+        Represent each sibling torsion relative to the first sibling's
+        (module docstring). Same density, unit Jacobian; False gives the
+        plain Z-matrix torsions.
     """
 
-    def __init__(self, topology, reference_positions, torsion_cuts=None, system=None):
+    def __init__(self, topology, reference_positions, torsion_cuts=None, system=None, relative_sibling_torsions=True,
+                 torsion_widths=None):
         if isinstance(topology, _GraphTopology):
             self.neighbours, self.elements = topology.neighbours, topology.elements
         else:
@@ -299,11 +316,19 @@ class InternalCoordinates:
         self.torsion_widths = torch.full((len(self.references),), 2 * math.pi, dtype=torch.float64)
         for _, rows in self.rotor_groups:
             self.torsion_widths[rows[0]] = ROTOR_WINDOW
+        if torsion_widths is not None:
+            self.torsion_widths = torch.as_tensor(np.asarray(torsion_widths, dtype=float))
+        self.relative_sibling_torsions = bool(relative_sibling_torsions)
+        self.sibling_reference = sibling_reference_rows(self.references, self.relative_sibling_torsions)
+        if any(int(self.sibling_reference[rows[0]]) >= 0 for _, rows in self.rotor_groups):
+            raise AssertionError("a rotor group's first hydrogen must carry an absolute torsion")
 
     @classmethod
-    def from_system(cls, system, reference_positions, torsion_cuts=None):
+    def from_system(cls, system, reference_positions, torsion_cuts=None, relative_sibling_torsions=True,
+                    torsion_widths=None):
         """Build from an OpenMM System's harmonic bonds (no Topology needed), with rotor symmetry."""
-        return cls(_GraphTopology(*bond_graph_from_system(system)), reference_positions, torsion_cuts, system=system)
+        return cls(_GraphTopology(*bond_graph_from_system(system)), reference_positions, torsion_cuts, system=system,
+                   relative_sibling_torsions=relative_sibling_torsions, torsion_widths=torsion_widths)
 
     @property
     def n_features(self):
@@ -315,11 +340,26 @@ class InternalCoordinates:
         self.fit_rotor_windows(positions)
         self.fit_torsion_cuts(self.relabel(positions, np.random.default_rng(0)))
 
-    def fit_rotor_windows(self, positions):
-        """Start each rotor window at a barrier: the largest gap of the group's pooled H torsions."""
+    def fit_rotor_windows(self, positions, coverage=0.999):
+        """Place and size each rotor window W on data.
+
+        W starts at a barrier, the middle of the largest gap of the group's
+        pooled H torsions. Its width is the ``coverage`` quantile of the
+        largest angular gap between the group's hydrogens (clipped to
+        [120, 170] degrees): a window at least that wide holds a hydrogen in
+        that share of the data, whatever its start, and a window no wider
+        ends near the next barrier, where the relabelled density is low,
+        instead of inside a well, where a sharp edge makes the model put
+        candidates outside it.
+        """
         torsions = self.raw_torsions(positions).numpy()
         for _, rows in self.rotor_groups:
-            self.torsion_cuts[rows[0]] = largest_gap_midpoint(torsions[:, list(rows)].ravel())
+            group = torsions[:, list(rows)]
+            self.torsion_cuts[rows[0]] = largest_gap_midpoint(group.ravel())
+            ordered = np.sort(np.remainder(group, 2 * math.pi), axis=1)
+            gaps = np.diff(np.concatenate([ordered, ordered[:, :1] + 2 * math.pi], axis=1), axis=1)
+            width = np.quantile(gaps.max(axis=1), coverage) if len(group) else ROTOR_WINDOW
+            self.torsion_widths[rows[0]] = float(np.clip(width, MIN_ROTOR_WINDOW, ROTOR_WINDOW))
 
     def _in_rotor_window(self, positions):
         """(n, n_groups, 3) bool: which hydrogen of each group has its torsion inside W."""
@@ -360,16 +400,6 @@ class InternalCoordinates:
             order = np.asarray(hydrogens)[(shift[:, None] + np.arange(3)) % 3]
             positions[:, list(hydrogens)] = positions[samples, order]
         return positions
-        inside = self._in_rotor_window(positions).numpy()
-        for g, (hydrogens, _) in enumerate(self.rotor_groups):
-            for sample in range(len(positions)):
-                choices = np.flatnonzero(inside[sample, g])
-                if len(choices) == 0:
-                    continue
-                shift = int(rng.choice(choices))
-                order = [hydrogens[(shift + m) % 3] for m in range(3)]
-                positions[sample, list(hydrogens)] = positions[sample, order].clone()
-        return positions
 
     @property
     def n_torsions(self):
@@ -389,12 +419,29 @@ class InternalCoordinates:
         positions = as_positions_tensor(positions, self.n_atoms)
         return _dihedral(*(positions[:, index] for index in (self._i, self._j, self._k, self._l)))
 
+    def feature_torsions(self, positions):
+        """The torsion features before windowing: sibling torsions relative to
+        their first sibling, in (-pi, pi], (n, n_torsions), rad."""
+        return _wrap(self._relative_to_siblings(self.raw_torsions(positions)))
+
+    def _relative_to_siblings(self, torsions):
+        has_reference = self.sibling_reference >= 0
+        if not has_reference.any():
+            return torsions
+        return torsions - torch.where(has_reference, torsions[:, self.sibling_reference.clamp(min=0)], 0.0)
+
+    def _absolute_from_siblings(self, features):
+        has_reference = self.sibling_reference >= 0
+        if not has_reference.any():
+            return features
+        return features + torch.where(has_reference, features[:, self.sibling_reference.clamp(min=0)], 0.0)
+
     def fit_torsion_cuts(self, positions):
         """Put each torsion window's cut in the middle of the largest circular gap of the data.
 
         Rotor windows (``fit_rotor_windows``) are left as they are.
         """
-        torsions = self.raw_torsions(positions).numpy()
+        torsions = self.feature_torsions(positions).numpy()
         rotor_rows = {rows[0] for _, rows in self.rotor_groups}
         for row in range(self.n_torsions):
             if row not in rotor_rows:
@@ -413,7 +460,8 @@ class InternalCoordinates:
         i, j, k, l = (positions[:, index] for index in (self._i, self._j, self._k, self._l))
         r = torch.linalg.norm(i - j, dim=-1)
         theta = _angle(i, j, k)
-        phi = self.torsion_cuts + torch.remainder(_dihedral(i, j, k, l) - self.torsion_cuts, 2 * math.pi)
+        phi = self._relative_to_siblings(_dihedral(i, j, k, l))
+        phi = self.torsion_cuts + torch.remainder(phi - self.torsion_cuts, 2 * math.pi)
         features = torch.cat([torch.stack([r01, r2, theta2], dim=-1), torch.stack([r, theta, phi], dim=-1).reshape(len(positions), -1)], dim=-1)
         return features, -self._log_jacobian(features)
 
@@ -445,8 +493,9 @@ class InternalCoordinates:
         # place atom 2 in the frame's plane (dihedral measured from the frame's third atom)
         positions[a2] = _place(positions[s], positions[other], _plane_point(frame), safe[:, 1], safe[:, 2], torch.full_like(safe[:, 1], math.pi))
         rest = safe[:, 3:].reshape(n, -1, 3)
+        torsions = self._absolute_from_siblings(rest[..., 2])
         for m, (i, j, k, l) in enumerate(self.references):
-            positions[i] = _place(positions[j], positions[k], positions[l], rest[:, m, 0], rest[:, m, 1], rest[:, m, 2])
+            positions[i] = _place(positions[j], positions[k], positions[l], rest[:, m, 0], rest[:, m, 1], torsions[:, m])
         return torch.stack(positions, dim=1), self._log_jacobian(safe)
 
     def in_domain(self, features):
@@ -463,6 +512,30 @@ class InternalCoordinates:
         positions = as_positions_tensor(positions, self.n_atoms)
         signs = torch.sign(signed_volumes(positions, self.centres))
         return (signs == self.reference_chirality).all(-1) & torch.isfinite(positions).all(dim=(-2, -1))
+
+
+def sibling_reference_rows(references, relative=True):
+    """For each Z-matrix row, the row of its first sibling (same j, k, l), or -1.
+
+    The first row of each sibling set (and every row when ``relative`` is
+    False) maps to -1: its torsion stays absolute.
+
+    Returns
+    -------
+    torch.Tensor, (n_rows,), long
+    """
+    first = {}
+    rows = []
+    for m, (_, j, k, l) in enumerate(references):
+        key = (j, k, l)
+        rows.append(first[key] if relative and key in first else -1)
+        first.setdefault(key, m)
+    return torch.tensor(rows, dtype=torch.long)
+
+
+def _wrap(angles):
+    """Angles into (-pi, pi]."""
+    return math.pi - torch.remainder(math.pi - angles, 2 * math.pi)
 
 
 def _plane_point(frame):

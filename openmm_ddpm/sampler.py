@@ -69,10 +69,14 @@ class OnlineDDPM:
         Masses (centre of mass) and harmonic bonds (internal coordinates).
     reference_positions : numpy.ndarray, (n_atoms, 3), nm
         Structure whose chirality internal coordinates keep.
+    target_temperatures_kelvin : sequence of float, K
+        Temperatures of the proposal target states (used by the training
+        setting ``target_fraction``).
     """
 
-    def __init__(self, settings, system, reference_positions):
+    def __init__(self, settings, system, reference_positions, target_temperatures_kelvin=()):
         self.settings = settings
+        self.target_temperatures_kelvin = tuple(float(t) for t in target_temperatures_kelvin)
         self.system = system
         self.reference_positions = np.asarray(reference_positions, dtype=float)
         self.buffer = ReplayBuffer(settings["training"].buffer_capacity, system.getNumParticles())
@@ -95,9 +99,7 @@ class OnlineDDPM:
         positions, temperatures = self.buffer.arrays()
         if self.trainer is None:
             self._build_model(positions)
-        # featurize only as many frames as this round's minibatches can use
-        size = min(len(positions), training.train_steps * training.batch_size)
-        subset = np.sort(self.relabel_rng.choice(len(positions), size=size, replace=False))
+        subset = self._training_subset(temperatures)
         coordinates = self.representation.coordinates
         chosen = coordinates.relabel(positions[subset].astype(np.float64), self.relabel_rng)
         raw, _ = coordinates.forward(chosen)
@@ -105,15 +107,32 @@ class OnlineDDPM:
         features, _ = self.representation.standardizer.forward(raw[keep])
         return self.trainer.step(features, torch.as_tensor(temperatures[subset])[keep], training.train_steps)
 
-    def _coordinates(self, torsion_cuts=None):
+    def _training_subset(self, temperatures):
+        """Indices of the frames this round featurizes: as many as its minibatches can use,
+        a share ``target_fraction`` of them at the target temperatures if asked."""
+        training = self.settings["training"]
+        size = min(len(temperatures), training.train_steps * training.batch_size)
+        at_target = np.isin(np.round(temperatures, 3), np.round(np.asarray(self.target_temperatures_kelvin, dtype=np.float32), 3))
+        if training.target_fraction is None or not at_target.any():
+            return np.sort(self.relabel_rng.choice(len(temperatures), size=size, replace=False))
+        n_target = int(round(training.target_fraction * size)) if (~at_target).any() else size
+        parts = []
+        for pool, n in ((np.flatnonzero(at_target), n_target), (np.flatnonzero(~at_target), size - n_target)):
+            if n > 0:
+                parts.append(self.relabel_rng.choice(pool, size=n, replace=n > len(pool)))
+        return np.sort(np.concatenate(parts))
+
+    def _coordinates(self, torsion_cuts=None, torsion_widths=None):
         settings = self.settings["representation"]
         if settings.kind == "internal":
-            return InternalCoordinates.from_system(self.system, self.reference_positions, torsion_cuts)
+            return InternalCoordinates.from_system(self.system, self.reference_positions, torsion_cuts,
+                                                   relative_sibling_torsions=settings.relative_sibling_torsions,
+                                                   torsion_widths=torsion_widths)
         return CartesianCoordinates(self.buffer.n_atoms, masses=_masses(self.system),
                                     remove_center_of_mass=settings.remove_center_of_mass)
 
-    def _build_model(self, positions=None, standardizer=None, torsion_cuts=None):
-        coordinates = self._coordinates(torsion_cuts)
+    def _build_model(self, positions=None, standardizer=None, torsion_cuts=None, torsion_widths=None):
+        coordinates = self._coordinates(torsion_cuts, torsion_widths)
         if standardizer is None:
             self.representation = Representation.fit(coordinates, positions.astype(np.float64))
         else:
@@ -181,6 +200,7 @@ class OnlineDDPM:
             cuts = getattr(self.representation.coordinates, "torsion_cuts", None)
             if cuts is not None:
                 state["torsion_cuts"] = cuts.clone()
+                state["torsion_widths"] = self.representation.coordinates.torsion_widths.clone()
         return state
 
     def load_state_dict(self, state):
@@ -189,7 +209,7 @@ class OnlineDDPM:
         self.reference_positions = state["reference_positions"].numpy()
         if "trainer" in state:
             self._build_model(standardizer=Standardizer.from_state_dict(state["standardizer"]),
-                              torsion_cuts=state.get("torsion_cuts"))
+                              torsion_cuts=state.get("torsion_cuts"), torsion_widths=state.get("torsion_widths"))
             self.trainer.load_state_dict(state["trainer"])
             self.refresh_proposal_model()
         for key, saved in state["proposals"].items():
@@ -392,7 +412,10 @@ class _DDPMSamplerMixin:
 
     def _new_ddpm(self):
         reference = self._sampler_states[0].positions.value_in_unit(unit.nanometer)
-        return OnlineDDPM(self._settings(), self._thermodynamic_states[0].system, reference)
+        settings = self._settings()
+        targets = [self._thermodynamic_states[int(s)].temperature.value_in_unit(unit.kelvin)
+                   for s in settings["proposals"].target_states if int(s) < len(self._thermodynamic_states)]
+        return OnlineDDPM(settings, self._thermodynamic_states[0].system, reference, targets)
 
     def _state_of(self, replica_id):
         return self._thermodynamic_states[self._replica_thermodynamic_states[replica_id]]
@@ -490,7 +513,9 @@ def load_proposal_model(storage):
     if state is None or "trainer" not in state:
         raise FileNotFoundError(f"no intact checkpoint with a trained model next to {storage} (in {run_directory_of(storage)})")
     settings = {name: cls.coerce(options[name]) for name, cls in _SETTINGS.items()}
-    ddpm = OnlineDDPM(settings, thermodynamic_states[0].system, state["reference_positions"].numpy())
+    targets = [thermodynamic_states[int(s)].temperature.value_in_unit(unit.kelvin)
+               for s in settings["proposals"].target_states if int(s) < len(thermodynamic_states)]
+    ddpm = OnlineDDPM(settings, thermodynamic_states[0].system, state["reference_positions"].numpy(), targets)
     ddpm.load_state_dict(state)
     return ddpm.proposal_model, ddpm, iteration
 

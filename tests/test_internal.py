@@ -69,6 +69,42 @@ def test_log_jacobian_matches_finite_differences(coordinates, alanine):
     assert (logdet[0] - math.log(math.sin(math.acos(e1[2])))).item() == pytest.approx(expected, abs=1e-5)
 
 
+def test_sibling_torsions_are_a_unit_jacobian_shear_that_widens_narrow_directions(alanine):
+    """Relative and absolute sibling torsions: same log-det, same positions back, and the
+    relative features of a methyl group's hydrogens are narrow where the absolute ones are not."""
+    relative = InternalCoordinates(alanine[0].topology, alanine[1])
+    absolute = InternalCoordinates(alanine[0].topology, alanine[1], relative_sibling_torsions=False)
+    siblings = relative.sibling_reference
+    assert (absolute.sibling_reference == -1).all() and (siblings >= 0).sum() >= 6
+    for m in torch.nonzero(siblings >= 0).ravel().tolist():
+        assert relative.references[m][1:] == relative.references[int(siblings[m])][1:]
+        assert siblings[int(siblings[m])] == -1  # a reference row is itself absolute
+
+    # a rotating methyl group: absolute torsions of its hydrogens spread, their differences do not
+    positions = perturbed(alanine[1], 64, scale=0.001, seed=4)
+    methyl_carbon, hydrogens = 10, [11, 12, 13]
+    rows = [m for m, ref in enumerate(relative.references) if ref[0] in hydrogens]
+    angle = torch.linspace(0, 2 * math.pi, 64, dtype=torch.float64)
+    axis = positions[:, methyl_carbon] - positions[:, 8]
+    axis = axis / torch.linalg.norm(axis, dim=-1, keepdim=True)
+    for h in hydrogens:  # Rodrigues rotation of each H about the CA-CB axis
+        v = positions[:, h] - positions[:, methyl_carbon]
+        cos, sin = torch.cos(angle)[:, None], torch.sin(angle)[:, None]
+        v = v * cos + torch.cross(axis, v, dim=-1) * sin + axis * (axis * v).sum(-1, keepdim=True) * (1 - cos)
+        positions[:, h] = positions[:, methyl_carbon] + v
+    relative.fit_torsion_cuts(positions)
+    absolute.fit_torsion_cuts(positions)
+    f_rel, logdet_rel = relative.forward(positions)
+    f_abs, logdet_abs = absolute.forward(positions)
+    assert torch.allclose(logdet_rel, logdet_abs, atol=1e-12)
+    columns = [3 + 3 * m + 2 for m in rows]
+    assert f_abs[:, columns].std(0).min() > 1.0
+    assert f_rel[:, columns[0]].std() > 1.0 and f_rel[:, columns[1:]].std(0).max() < 0.05
+    back, logdet_back = relative.inverse(f_rel, relative.frame(positions))
+    assert torch.allclose(back, positions, atol=1e-10)
+    assert torch.allclose(logdet_back, -logdet_rel, atol=1e-12)
+
+
 def test_alanine_has_one_chiral_centre_and_detects_its_mirror_image(coordinates, alanine):
     assert [centre for centre, _ in coordinates.centres] == [8]  # CA
     positions = perturbed(alanine[1], 4)
@@ -124,7 +160,7 @@ def test_domain_rejects_bad_features_and_torsion_cuts_follow_the_data(coordinate
     assert torch.isnan(rebuilt).any(dim=-1).sum(dim=-1).eq(21).all()  # all but the frame origin
 
     cuts = coordinates.fit_torsion_cuts(positions)
-    torsions = coordinates.raw_torsions(positions)
+    torsions = coordinates.feature_torsions(positions)
     distance = torch.remainder(torsions - cuts + math.pi, 2 * math.pi) - math.pi
     assert distance.abs().min() > 0.5  # the cut lies far from every sample: mid-way across the widest gap
     features, _ = coordinates.forward(positions)
@@ -198,7 +234,13 @@ def test_relabelling_keeps_the_energy_and_lands_in_the_rotor_windows(alanine):
     system = alanine[0].system
     coordinates = InternalCoordinates.from_system(system, alanine[1])
     frames = perturbed(alanine[1], 40, scale=0.01, seed=6)
+    # windows sized on the data: as wide as the hydrogens' largest gap, within [120, 170] degrees
+    coordinates.fit(perturbed(alanine[1], 40, scale=0.001, seed=6))
+    narrow = np.degrees([float(coordinates.torsion_widths[rows[0]]) for _, rows in coordinates.rotor_groups])
+    assert np.all(narrow >= 120.0) and np.all(narrow < 125.0)  # near-rigid groups, 120 degrees apart
     coordinates.fit(frames)
+    wide = np.degrees([float(coordinates.torsion_widths[rows[0]]) for _, rows in coordinates.rotor_groups])
+    assert np.all(wide > narrow + 10.0) and np.all(wide <= 170.0)
     relabelled = coordinates.relabel(frames, np.random.default_rng(1))
     log_n = coordinates.log_multiplicity(relabelled)
     assert torch.isfinite(log_n).all()

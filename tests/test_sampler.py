@@ -14,9 +14,10 @@ from openmm import unit
 from openmmtools import cache, multistate, states
 
 from openmm_ddpm.checkpoint import list_checkpoints
+from openmm_ddpm.config import OnlineTrainingSettings
 from openmm_ddpm.plots import plot_proposal_statistics
-from openmm_ddpm.sampler import (DDPMParallelTemperingSampler, DDPMReplicaExchangeSampler, load_proposal_model,
-                                 read_ddpm_statistics)
+from openmm_ddpm.sampler import (_SETTINGS, DDPMParallelTemperingSampler, DDPMReplicaExchangeSampler, OnlineDDPM,
+                                 load_proposal_model, read_ddpm_statistics)
 from openmm_ddpm.systems import DoubleWell2D
 
 SCRIPT = os.path.join(os.path.dirname(__file__), "scripts", "double_well_remd.py")
@@ -57,6 +58,7 @@ def test_phases_statistics_and_settings_in_storage(tmp_path):
     assert np.all(candidates[~ready] == 0) and np.all(candidates[ready] == SMALL["proposals"]["n_candidates"])
     assert statistics["ddpm_buffer_frames"][14] == 14 * 3 * 10  # 3 replicas x 500 steps / stride 50
     assert list_checkpoints(sampler.run_directory) == [5, 10]
+    assert sampler.ddpm.target_temperatures_kelvin == (300.0,)
 
     # the frozen model comes back from storage for analysis, scoring exactly as the run's own copy
     model, ddpm, iteration = load_proposal_model(storage)
@@ -124,6 +126,24 @@ def test_bad_settings_are_refused(tmp_path):
         DDPMParallelTemperingSampler(model=dict(wdith=3))
     with pytest.raises(ValueError, match="freeze_after"):
         DDPMParallelTemperingSampler(freeze_after=-1)
+    with pytest.raises(ValueError, match="target_fraction"):
+        DDPMParallelTemperingSampler(training=dict(target_fraction=0.0))
+
+
+@pytest.mark.parametrize("target_fraction, expected", [(None, 0.25), (0.5, 0.5), (1.0, 1.0)])
+def test_training_frames_favour_the_target_temperature_as_asked(target_fraction, expected):
+    """A buffer streamed evenly from 4 temperatures: each round's frames come from 300 K
+    in the share ``target_fraction`` asks for (as streamed without it)."""
+    settings = {name: cls.coerce(None) for name, cls in _SETTINGS.items()}
+    settings["training"] = OnlineTrainingSettings(train_steps=40, batch_size=100, target_fraction=target_fraction)
+    system = DoubleWell2D()
+    ddpm = OnlineDDPM(settings, system.system, system.positions.value_in_unit(unit.nanometer), [300.0])
+    temperatures = np.tile([300.0, 400.0, 550.0, 700.0], 3000).astype(np.float32)
+    ddpm.buffer.add(np.zeros((len(temperatures), system.system.getNumParticles(), 3)), temperatures)
+    _, kelvins = ddpm.buffer.arrays()
+    subset = ddpm._training_subset(kelvins)
+    assert len(subset) == 4000
+    assert np.mean(kelvins[subset] == 300.0) == pytest.approx(expected, abs=0.03)
 
 
 def _start(args):

@@ -1,0 +1,160 @@
+"""Benchmark: what the model learns from a run's streamed frames, measured by expected MH acceptance.
+
+Takes the replay buffer of a finished augmented run (its newest checkpoint),
+keeps the oldest frames for training and the newest as held out, trains a
+fresh model with the given representation and network settings exactly as
+the online trainer does (``OnlineDDPM.train``), and every ``--eval-every``
+optimizer steps measures at the target temperature:
+
+- the expected independence-MH acceptance (K = 1) of the frozen EMA model,
+  averaged over every pair of held-out MD frame x ~ pi and model sample
+  y ~ q (``analysis.expected_mh_acceptance``): what a chain would count,
+  without running one;
+- the ESS fraction of the model samples' weights, and the fraction of
+  samples outside the domain;
+- mean log w on training and on held-out frames (their gap: overfitting).
+
+This separates the model's quality from the cost of MD, so a change of
+representation or training can be judged in minutes, not hours.
+
+python benchmarks/alanine_dipeptide_offline.py --from-run RUN/run.nc --tag NAME
+    [--train-steps 20000] [--eval-every 5000] [--absolute-torsions] [--width 256] [--depth 3]
+    [--target-fraction F] [--sigma-min 0.02]
+
+Writes benchmarks/results/alanine_dipeptide_offline_<tag>.json.
+"""
+import argparse
+import dataclasses
+import json
+import os
+import platform
+import sys
+import time
+
+import numpy as np
+import openmm
+import torch
+from openmm import unit
+from openmmtools import states
+
+from openmm_ddpm import __version__
+from openmm_ddpm.analysis import expected_mh_acceptance, generate_at_temperature
+from openmm_ddpm.proposal import reduced_potentials
+from openmm_ddpm.sampler import OnlineDDPM, load_proposal_model
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def parse(argv):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--from-run", required=True, help="storage (run.nc) of a finished DDPM run")
+    parser.add_argument("--tag", required=True, help="name of the result file")
+    parser.add_argument("--temperature", type=float, default=300.0, help="target temperature, K")
+    parser.add_argument("--held-out-fraction", type=float, default=0.2)
+    parser.add_argument("--train-steps", type=int, default=20000)
+    parser.add_argument("--eval-every", type=int, default=5000)
+    parser.add_argument("--eval-frames", type=int, default=128, help="held-out frames per evaluation (half as many training frames, twice as many model samples)")
+    parser.add_argument("--absolute-torsions", action="store_true", help="plain Z-matrix torsions (no sibling shear)")
+    parser.add_argument("--width", type=int, default=256)
+    parser.add_argument("--depth", type=int, default=3)
+    parser.add_argument("--sigma-min", type=float, default=0.02)
+    parser.add_argument("--learning-rate", type=float, default=1e-3)
+    parser.add_argument("--ema-decay", type=float, default=0.995)
+    parser.add_argument("--target-fraction", type=float, default=None,
+                        help="share of each minibatch drawn from target-temperature frames (default: as streamed)")
+    parser.add_argument("--seed", type=int, default=0)
+    return parser.parse_args(argv)
+
+
+def split_buffer(buffer, held_out_fraction):
+    """(train positions, train temperatures), (held-out positions, held-out temperatures), oldest first."""
+    positions, temperatures = buffer.arrays()
+    cut = int(round(len(positions) * (1.0 - held_out_fraction)))
+    return (positions[:cut], temperatures[:cut]), (positions[cut:], temperatures[cut:])
+
+
+def fresh_learner(source, args, train):
+    """An OnlineDDPM with the source run's settings, changed as asked, holding the training frames."""
+    settings = dict(source.settings)
+    settings["representation"] = dataclasses.replace(settings["representation"],
+                                                     relative_sibling_torsions=not args.absolute_torsions)
+    settings["model"] = dataclasses.replace(settings["model"], width=args.width, depth=args.depth,
+                                            sigma_min=args.sigma_min, device="cpu")
+    settings["training"] = dataclasses.replace(settings["training"], buffer_capacity=len(train[0]),
+                                               learning_rate=args.learning_rate, ema_decay=args.ema_decay,
+                                               target_fraction=args.target_fraction)
+    settings["proposals"] = dataclasses.replace(settings["proposals"], seed=args.seed)
+    learner = OnlineDDPM(settings, source.system, source.reference_positions, (args.temperature,))
+    learner.buffer.add(*train)
+    return learner
+
+
+def mean_log_weight(model, thermodynamic_state, frames, rng):
+    """log w = -u - log q of MD frames after a random valid relabelling."""
+    frames = model.relabel(frames.astype(np.float64), rng)
+    sampler_state = states.SamplerState(unit.Quantity(frames[0], unit.nanometer))
+    return -reduced_potentials(thermodynamic_state, sampler_state, frames) - model.log_prob(frames, thermodynamic_state.temperature)
+
+
+def evaluate(learner, system, temperature_kelvin, train, held_out, n_frames, rng):
+    """Expected acceptance, ESS fraction, invalid fraction and log w of train/held-out frames."""
+    temperature = temperature_kelvin * unit.kelvin
+    thermodynamic_state = states.ThermodynamicState(system, temperature)
+    picks = {}
+    for name, (positions, kelvins), n in (("train", train, n_frames // 2), ("held_out", held_out, n_frames)):
+        at_target = np.flatnonzero(np.isclose(kelvins, temperature_kelvin))
+        picks[name] = positions[np.sort(rng.choice(at_target, size=min(n, len(at_target)), replace=False))]
+    model = learner.proposal_model
+    log_w = {name: mean_log_weight(model, thermodynamic_state, frames, rng) for name, frames in picks.items()}
+    _, log_w_model = generate_at_temperature(model, system, temperature, 2 * n_frames, picks["held_out"][0],
+                                             seed=int(rng.integers(2**31)))
+    finite = log_w_model[np.isfinite(log_w_model)]
+    w = np.exp(finite - finite.max()) if len(finite) else np.zeros(1)
+    return {
+        "expected_mh_acceptance": expected_mh_acceptance(log_w["held_out"], log_w_model),
+        "ess_fraction": float(w.sum() ** 2 / (w**2).sum() / len(log_w_model)),
+        "outside_domain_fraction": float(np.mean(~np.isfinite(log_w_model))),
+        "mean_log_w_train": float(np.nanmean(np.where(np.isfinite(log_w["train"]), log_w["train"], np.nan))),
+        "mean_log_w_held_out": float(np.nanmean(np.where(np.isfinite(log_w["held_out"]), log_w["held_out"], np.nan))),
+        "log_w_std_held_out": float(np.nanstd(np.where(np.isfinite(log_w["held_out"]), log_w["held_out"], np.nan))),
+    }
+
+
+def main(argv=None):
+    args = parse(sys.argv[1:] if argv is None else argv)
+    torch.set_num_threads(1)
+    _, source, iteration = load_proposal_model(args.from_run)
+    train, held_out = split_buffer(source.buffer, args.held_out_fraction)
+    learner = fresh_learner(source, args, train)
+    rng = np.random.default_rng(args.seed)
+    history, start, losses = [], time.perf_counter(), []
+    steps_per_round = learner.settings["training"].train_steps
+    while learner.trainer is None or learner.trainer.n_steps_done < args.train_steps:
+        losses.append(learner.train())
+        done = learner.trainer.n_steps_done
+        if done % args.eval_every < steps_per_round or done >= args.train_steps:
+            learner.refresh_proposal_model()
+            row = {"train_steps": done, "wall_s": round(time.perf_counter() - start, 1),
+                   "loss": float(np.mean(losses[-20:]))}
+            row.update(evaluate(learner, source.system, args.temperature, train, held_out, args.eval_frames, rng))
+            history.append(row)
+            print(json.dumps(row), flush=True)
+    result = {
+        "command": "python " + " ".join([os.path.relpath(__file__, os.path.dirname(HERE))] + list(sys.argv[1:] if argv is None else argv)),
+        "source_run_iteration": iteration,
+        "frames": {"train": len(train[0]), "held_out": len(held_out[0]),
+                   "train_at_target": int(np.isclose(train[1], args.temperature).sum())},
+        "settings": {name: value.to_dict() for name, value in learner.settings.items()},
+        "history": history,
+        "package_version": __version__, "torch": torch.__version__, "openmm": openmm.__version__,
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch threads 1",
+    }
+    output = os.path.join(HERE, "results", f"alanine_dipeptide_offline_{args.tag}.json")
+    with open(output, "w") as stream:
+        json.dump(result, stream, indent=2)
+    print(f"wrote {output}")
+    return result
+
+
+if __name__ == "__main__":
+    main()
