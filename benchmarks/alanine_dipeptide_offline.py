@@ -19,7 +19,7 @@ representation or training can be judged in minutes, not hours.
 
 python benchmarks/alanine_dipeptide_offline.py --from-run RUN/run.nc --tag NAME
     [--train-steps 20000] [--eval-every 5000] [--absolute-torsions] [--width 256] [--depth 3]
-    [--target-fraction F] [--sigma-min 0.02]
+    [--target-fraction F] [--sigma-min 0.02] [--final-learning-rate LR] [--ema-decay D]
 
 Writes benchmarks/results/alanine_dipeptide_offline_<tag>.json.
 """
@@ -60,6 +60,8 @@ def parse(argv):
     parser.add_argument("--sigma-min", type=float, default=0.02)
     parser.add_argument("--learning-rate", type=float, default=1e-3)
     parser.add_argument("--ema-decay", type=float, default=0.995)
+    parser.add_argument("--final-learning-rate", type=float, default=None,
+                        help="cosine decay of the learning rate to this value at --train-steps (default: constant)")
     parser.add_argument("--target-fraction", type=float, default=None,
                         help="share of each minibatch drawn from target-temperature frames (default: as streamed)")
     parser.add_argument("--seed", type=int, default=0)
@@ -82,6 +84,7 @@ def fresh_learner(source, args, train):
                                             sigma_min=args.sigma_min, device="cpu")
     settings["training"] = dataclasses.replace(settings["training"], buffer_capacity=len(train[0]),
                                                learning_rate=args.learning_rate, ema_decay=args.ema_decay,
+                                               final_learning_rate=args.final_learning_rate,
                                                target_fraction=args.target_fraction)
     settings["proposals"] = dataclasses.replace(settings["proposals"], seed=args.seed)
     learner = OnlineDDPM(settings, source.system, source.reference_positions, (args.temperature,))
@@ -130,7 +133,8 @@ def main(argv=None):
     history, start, losses = [], time.perf_counter(), []
     steps_per_round = learner.settings["training"].train_steps
     while learner.trainer is None or learner.trainer.n_steps_done < args.train_steps:
-        losses.append(learner.train())
+        done = 0 if learner.trainer is None else learner.trainer.n_steps_done
+        losses.append(learner.train(progress=done / args.train_steps))
         done = learner.trainer.n_steps_done
         if done % args.eval_every < steps_per_round or done >= args.train_steps:
             learner.refresh_proposal_model()

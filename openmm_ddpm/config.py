@@ -123,6 +123,12 @@ class OnlineTrainingSettings(_Settings):
         spends its capacity where it proposes; None (default) trains on
         the buffer as streamed (every state equally). Changes only what the
         model learns, never the exactness of a move.
+    final_learning_rate : float or None
+        Learning rate reached at the freeze (``freeze_after``): a cosine
+        decay from ``learning_rate`` over the adaptive phase, so the frozen
+        weights sit in a minimum instead of on the noise of a constant
+        step. None (default) keeps the rate constant; ignored without
+        ``freeze_after``.
     """
 
     train_interval: int = 1
@@ -134,12 +140,15 @@ class OnlineTrainingSettings(_Settings):
     min_buffer_frames: int = 500
     stream_stride: int = 50
     target_fraction: float = None
+    final_learning_rate: float = None
 
     def __post_init__(self):
         if min(self.train_interval, self.train_steps, self.batch_size, self.buffer_capacity, self.stream_stride) < 1:
             raise ValueError("intervals, steps, sizes and stride must be >= 1")
         if self.target_fraction is not None and not 0.0 < self.target_fraction <= 1.0:
             raise ValueError(f"target_fraction must be in (0, 1] or None, got {self.target_fraction}")
+        if self.final_learning_rate is not None and not 0.0 < self.final_learning_rate <= self.learning_rate:
+            raise ValueError(f"final_learning_rate must be in (0, learning_rate] or None, got {self.final_learning_rate}")
 
 
 @dataclass(frozen=True)

@@ -42,7 +42,7 @@ from openmm_ddpm.internal import InternalCoordinates
 from openmm_ddpm.model import DiffusionProposalModel
 from openmm_ddpm.networks import ConditionedMLP
 from openmm_ddpm.proposal import GenerativeProposal, ProposalStatistics, check_system_supported
-from openmm_ddpm.trainer import OnlineTrainer, TrainingSettings
+from openmm_ddpm.trainer import OnlineTrainer, TrainingSettings, cosine_learning_rate
 
 logger = logging.getLogger(__name__)
 
@@ -91,14 +91,25 @@ class OnlineDDPM:
 
     # --- learning -----------------------------------------------------------------
 
-    def train(self):
-        """One training round on the buffer; returns the mean loss (nan if not ready)."""
+    def train(self, progress=None):
+        """One training round on the buffer; returns the mean loss (nan if not ready).
+
+        Parameters
+        ----------
+        progress : float, optional
+            Share of the adaptive phase done (0 to 1); with the setting
+            ``final_learning_rate`` it sets this round's learning rate
+            (``cosine_learning_rate``). None keeps ``learning_rate``.
+        """
         training = self.settings["training"]
         if len(self.buffer) < training.min_buffer_frames:
             return float("nan")
         positions, temperatures = self.buffer.arrays()
         if self.trainer is None:
             self._build_model(positions)
+        if progress is not None and training.final_learning_rate is not None:
+            self.trainer.set_learning_rate(cosine_learning_rate(progress, training.learning_rate,
+                                                                training.final_learning_rate))
         subset = self._training_subset(temperatures)
         coordinates = self.representation.coordinates
         chosen = coordinates.relabel(positions[subset].astype(np.float64), self.relabel_rng)
@@ -379,7 +390,8 @@ class _DDPMSamplerMixin:
             return float("nan")
         if self._iteration % self._training.train_interval != 0:
             return float("nan")
-        loss = ddpm.train()
+        progress = None if self._freeze_after is None else self._iteration / max(self._freeze_after, 1)
+        loss = ddpm.train(progress)
         if np.isfinite(loss):
             ddpm.refresh_proposal_model()
         return loss

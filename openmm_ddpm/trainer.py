@@ -1,5 +1,6 @@
 """Training of the diffusion model, with EMA weights for proposals."""
 import copy
+import math
 from dataclasses import dataclass
 
 import torch
@@ -90,6 +91,11 @@ class OnlineTrainer:
         self.n_steps_done += int(n_steps)
         return total / max(int(n_steps), 1)
 
+    def set_learning_rate(self, learning_rate):
+        """Use ``learning_rate`` for the following steps (a schedule's value)."""
+        for group in self.optimizer.param_groups:
+            group["lr"] = float(learning_rate)
+
     @torch.no_grad()
     def _update_ema(self):
         decay = self.settings.ema_decay
@@ -118,3 +124,13 @@ class OnlineTrainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.generator.set_state(state["generator"])
         self.n_steps_done = int(state["n_steps_done"])
+
+
+def cosine_learning_rate(progress, initial, final):
+    """Cosine decay: ``initial`` at progress 0, ``final`` at progress >= 1.
+
+    lr(p) = final + (initial - final) (1 + cos(pi min(p, 1))) / 2 (SGDR,
+    Loshchilov & Hutter 2017, without restarts).
+    """
+    p = min(max(float(progress), 0.0), 1.0)
+    return final + (initial - final) * 0.5 * (1.0 + math.cos(math.pi * p))

@@ -1,5 +1,6 @@
 """The drop-in samplers: settings in storage, phases, validation, resume after SIGKILL, MPI."""
 import json
+import math
 import os
 import shutil
 import signal
@@ -19,6 +20,7 @@ from openmm_ddpm.plots import plot_proposal_statistics
 from openmm_ddpm.sampler import (_SETTINGS, DDPMParallelTemperingSampler, DDPMReplicaExchangeSampler, OnlineDDPM,
                                  load_proposal_model, read_ddpm_statistics)
 from openmm_ddpm.systems import DoubleWell2D
+from openmm_ddpm.trainer import cosine_learning_rate
 
 SCRIPT = os.path.join(os.path.dirname(__file__), "scripts", "double_well_remd.py")
 sys.path.insert(0, os.path.dirname(SCRIPT))
@@ -128,6 +130,31 @@ def test_bad_settings_are_refused(tmp_path):
         DDPMParallelTemperingSampler(freeze_after=-1)
     with pytest.raises(ValueError, match="target_fraction"):
         DDPMParallelTemperingSampler(training=dict(target_fraction=0.0))
+    with pytest.raises(ValueError, match="final_learning_rate"):
+        DDPMParallelTemperingSampler(training=dict(learning_rate=1e-3, final_learning_rate=2e-3))
+
+
+def test_learning_rate_decays_over_the_adaptive_phase_to_its_final_value(tmp_path):
+    """With final_learning_rate, round i of an adaptive phase of F iterations runs at the
+    cosine value at i / F: the initial rate early on, the final one at the freeze."""
+    system = DoubleWell2D()
+    settings = dict(SMALL, training=dict(SMALL["training"], learning_rate=1e-3, final_learning_rate=1e-5))
+    sampler = DDPMParallelTemperingSampler(number_of_iterations=8, freeze_after=6, online_analysis_interval=None,
+                                           **settings)
+    sampler.create(states.ThermodynamicState(system.system, 300 * unit.kelvin),
+                   states.SamplerState(system.minimum_positions(1)),
+                   multistate.MultiStateReporter(str(tmp_path / "run.nc"), checkpoint_interval=5),
+                   temperatures=[300.0, 600.0, 1200.0] * unit.kelvin)
+    rates = {}
+    while sampler.iteration < 8:
+        sampler.run(1)
+        if sampler.ddpm.trainer is not None:
+            rates[sampler.iteration] = sampler.ddpm.trainer.optimizer.param_groups[0]["lr"]
+    expected = {i: 1e-5 + (1e-3 - 1e-5) * 0.5 * (1 + math.cos(math.pi * i / 6)) for i in range(2, 7)}
+    for iteration, rate in expected.items():
+        assert rates[iteration] == pytest.approx(rate, rel=1e-12)
+    assert rates[6] == pytest.approx(1e-5) and rates[8] == rates[6]  # frozen: no more rounds
+    assert cosine_learning_rate(-1.0, 1e-3, 1e-5) == 1e-3 and cosine_learning_rate(2.0, 1e-3, 1e-5) == 1e-5
 
 
 @pytest.mark.parametrize("target_fraction, expected", [(None, 0.25), (0.5, 0.5), (1.0, 1.0)])
