@@ -99,6 +99,35 @@ def mean_log_weight(model, thermodynamic_state, frames, rng):
     return -reduced_potentials(thermodynamic_state, sampler_state, frames) - model.log_prob(frames, thermodynamic_state.temperature)
 
 
+def outside_domain_breakdown(model, temperature_kelvin, n, seed, reference_positions):
+    """Where model samples leave the domain: share of n samples failing each condition.
+
+    Keys: bond, angle, rotor_window (the first hydrogen of a symmetric group outside
+    its window W), torsion_window (any other torsion outside its window), chirality.
+    A sample can fail several.
+    """
+    coordinates = model.representation.coordinates
+    generator = torch.Generator().manual_seed(seed)
+    flow = model.diffusion.sample_flow(n, temperature_kelvin, generator=generator, with_log_prob=False)
+    features, _ = model.representation.standardizer.inverse(flow.x.to(torch.float64))
+    rest = features[:, 3:].reshape(n, -1, 3)
+    bonds = (features[:, :2] <= 0).any(-1) | (rest[..., 0] <= 0).any(-1)
+    angles = torch.cat([features[:, 2:3], rest[..., 1]], dim=-1)
+    outside = (rest[..., 2] < coordinates.torsion_cuts) | (rest[..., 2] >= coordinates.torsion_cuts + coordinates.torsion_widths)
+    rotor_rows = torch.zeros(outside.shape[1], dtype=torch.bool)
+    rotor_rows[[rows[0] for _, rows in coordinates.rotor_groups]] = True
+    positions, _ = coordinates.inverse(features, coordinates.frame(reference_positions).expand(n, -1))
+    return {
+        "bond": float(bonds.double().mean()),
+        "angle": float(((angles <= 0) | (angles >= np.pi)).any(-1).double().mean()),
+        "rotor_window": float(outside[:, rotor_rows].any(-1).double().mean()),
+        "torsion_window": float(outside[:, ~rotor_rows].any(-1).double().mean()),
+        "torsion_window_rows": {str(row): float(outside[:, row].double().mean())
+                                for row in torch.nonzero(outside.any(0)).ravel().tolist()},
+        "chirality": float((~coordinates.valid_positions(positions)).double().mean()),
+    }
+
+
 def evaluate(learner, system, temperature_kelvin, train, held_out, n_frames, rng):
     """Expected acceptance, ESS fraction, invalid fraction and log w of train/held-out frames."""
     temperature = temperature_kelvin * unit.kelvin
@@ -120,7 +149,18 @@ def evaluate(learner, system, temperature_kelvin, train, held_out, n_frames, rng
         "mean_log_w_train": float(np.nanmean(np.where(np.isfinite(log_w["train"]), log_w["train"], np.nan))),
         "mean_log_w_held_out": float(np.nanmean(np.where(np.isfinite(log_w["held_out"]), log_w["held_out"], np.nan))),
         "log_w_std_held_out": float(np.nanstd(np.where(np.isfinite(log_w["held_out"]), log_w["held_out"], np.nan))),
+        "outside_domain_breakdown": outside_domain_breakdown(model, temperature_kelvin, 4 * n_frames,
+                                                             int(rng.integers(2**31)), learner.reference_positions),
     }
+
+
+def source_run_command(storage):
+    """The command that made the source run, from the example's summary.json beside it (None if absent)."""
+    summary = os.path.join(os.path.dirname(os.path.abspath(storage)), "summary.json")
+    if not os.path.exists(summary):
+        return None
+    with open(summary) as stream:
+        return json.load(stream).get("command")
 
 
 def main(argv=None):
@@ -146,6 +186,7 @@ def main(argv=None):
     result = {
         "command": "python " + " ".join([os.path.relpath(__file__, os.path.dirname(HERE))] + list(sys.argv[1:] if argv is None else argv)),
         "source_run_iteration": iteration,
+        "source_run_command": source_run_command(args.from_run),
         "frames": {"train": len(train[0]), "held_out": len(held_out[0]),
                    "train_at_target": int(np.isclose(train[1], args.temperature).sum())},
         "settings": {name: value.to_dict() for name, value in learner.settings.items()},

@@ -51,19 +51,15 @@ class RepresentationSettings(_Settings):
         external field.
     relative_sibling_torsions : bool
         Internal only: torsions of an atom's further substituents relative
-        to its first (``InternalCoordinates``). Stored settings without this
-        field (runs of version 0.1) read as False, as those runs were made.
+        to its first (``InternalCoordinates``). Off by default: on alanine
+        dipeptide it gave no higher acceptance and more than twice the
+        candidates outside the domain (benchmarks/results/
+        alanine_dipeptide_offline_B_abs_cosine.json against _C_cosine.json).
     """
 
     kind: str = "cartesian"
     remove_center_of_mass: bool = False
-    relative_sibling_torsions: bool = True
-
-    @classmethod
-    def coerce(cls, value):
-        if isinstance(value, dict) and "relative_sibling_torsions" not in value:
-            value = dict(value, relative_sibling_torsions=False)
-        return super().coerce(value)
+    relative_sibling_torsions: bool = False
 
     def __post_init__(self):
         if self.kind not in ("cartesian", "internal"):

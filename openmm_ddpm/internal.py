@@ -15,7 +15,7 @@ measure at a fixed frame is a constant that cancels in the move).
 Sibling torsions: atoms placed from the same (j, k, l) (the substituents of
 one atom, e.g. the three hydrogens of a methyl group) have torsions that
 differ by nearly fixed amounts (~120 degrees). With
-``relative_sibling_torsions`` (default) every sibling after the first is
+``relative_sibling_torsions`` (off by default) every sibling after the first is
 represented by its torsion minus the first sibling's: a shear of unit
 Jacobian that turns a thin diagonal direction of the data into a feature of
 its own, which the standardization then scales to unit width.
@@ -293,7 +293,7 @@ class InternalCoordinates:
         plain Z-matrix torsions.
     """
 
-    def __init__(self, topology, reference_positions, torsion_cuts=None, system=None, relative_sibling_torsions=True,
+    def __init__(self, topology, reference_positions, torsion_cuts=None, system=None, relative_sibling_torsions=False,
                  torsion_widths=None):
         if isinstance(topology, _GraphTopology):
             self.neighbours, self.elements = topology.neighbours, topology.elements
@@ -324,7 +324,7 @@ class InternalCoordinates:
             raise AssertionError("a rotor group's first hydrogen must carry an absolute torsion")
 
     @classmethod
-    def from_system(cls, system, reference_positions, torsion_cuts=None, relative_sibling_torsions=True,
+    def from_system(cls, system, reference_positions, torsion_cuts=None, relative_sibling_torsions=False,
                     torsion_widths=None):
         """Build from an OpenMM System's harmonic bonds (no Topology needed), with rotor symmetry."""
         return cls(_GraphTopology(*bond_graph_from_system(system)), reference_positions, torsion_cuts, system=system,

@@ -72,7 +72,7 @@ def test_log_jacobian_matches_finite_differences(coordinates, alanine):
 def test_sibling_torsions_are_a_unit_jacobian_shear_that_widens_narrow_directions(alanine):
     """Relative and absolute sibling torsions: same log-det, same positions back, and the
     relative features of a methyl group's hydrogens are narrow where the absolute ones are not."""
-    relative = InternalCoordinates(alanine[0].topology, alanine[1])
+    relative = InternalCoordinates(alanine[0].topology, alanine[1], relative_sibling_torsions=True)
     absolute = InternalCoordinates(alanine[0].topology, alanine[1], relative_sibling_torsions=False)
     siblings = relative.sibling_reference
     assert (absolute.sibling_reference == -1).all() and (siblings >= 0).sum() >= 6
