@@ -103,7 +103,8 @@ def outside_domain_breakdown(model, temperature_kelvin, n, seed, reference_posit
     """Where model samples leave the domain: share of n samples failing each condition.
 
     Keys: bond, angle, rotor_window (the first hydrogen of a symmetric group outside
-    its window W), torsion_window (any other torsion outside its window), chirality.
+    its window W), torsion_window (any other torsion outside its window), chirality
+    (a rebuilt configuration whose chiral centre flipped).
     A sample can fail several.
     """
     coordinates = model.representation.coordinates
@@ -124,7 +125,9 @@ def outside_domain_breakdown(model, temperature_kelvin, n, seed, reference_posit
         "torsion_window": float(outside[:, ~rotor_rows].any(-1).double().mean()),
         "torsion_window_rows": {str(row): float(outside[:, row].double().mean())
                                 for row in torch.nonzero(outside.any(0)).ravel().tolist()},
-        "chirality": float((~coordinates.valid_positions(positions)).double().mean()),
+        # positions are NaN outside the domain; chirality counts only rebuilt configurations
+        "chirality": float((torch.isfinite(positions).all(dim=(-2, -1))
+                            & ~coordinates.valid_positions(positions)).double().mean()),
     }
 
 
