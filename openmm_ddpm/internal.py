@@ -69,7 +69,8 @@ def _placement_order(neighbours, elements):
                     distance[other] = distance[atom] + 1
                     queue.append(other)
         if len(distance) != n_atoms:
-            raise ValueError("InternalCoordinates needs one connected molecule (bonds of the topology)")
+            raise ValueError("InternalCoordinates needs one connected molecule (bonds of the topology); "
+                             "use molecules.MoleculeCoordinates for several")
         return max(distance.values())
 
     root = min(heavy, key=lambda atom: (eccentricity(atom), -len(neighbours[atom]), atom))
@@ -309,17 +310,26 @@ class InternalCoordinates:
             self.torsion_cuts = torch.as_tensor(np.asarray(torsion_cuts, dtype=float))
         index = torch.tensor
         self._i, self._j, self._k, self._l = (index([ref[m] for ref in self.references], dtype=torch.long) for m in range(4))
-        self.rotor_groups = []
+        self.relative_sibling_torsions = bool(relative_sibling_torsions)
+        self.sibling_reference = sibling_reference_rows(self.references, self.relative_sibling_torsions)
+        groups = []
         if system is not None:
             candidates = rotor_hydrogen_groups(self.neighbours, self.elements, self.references)
-            self.rotor_groups = energy_invariant_groups(system, reference.numpy()[0], candidates)
+            groups = energy_invariant_groups(system, reference.numpy()[0], candidates)
+        self.use_rotor_groups(groups)
+        if torsion_widths is not None:
+            self.torsion_widths = torch.as_tensor(np.asarray(torsion_widths, dtype=float))
+
+    def use_rotor_groups(self, groups):
+        """Treat these (hydrogens, rows) groups by symmetry; their windows start at ``ROTOR_WINDOW``.
+
+        ``groups`` must come from ``rotor_hydrogen_groups`` of this Z-matrix
+        and be checked for energy invariance (``energy_invariant_groups``).
+        """
+        self.rotor_groups = list(groups)
         self.torsion_widths = torch.full((len(self.references),), 2 * math.pi, dtype=torch.float64)
         for _, rows in self.rotor_groups:
             self.torsion_widths[rows[0]] = ROTOR_WINDOW
-        if torsion_widths is not None:
-            self.torsion_widths = torch.as_tensor(np.asarray(torsion_widths, dtype=float))
-        self.relative_sibling_torsions = bool(relative_sibling_torsions)
-        self.sibling_reference = sibling_reference_rows(self.references, self.relative_sibling_torsions)
         if any(int(self.sibling_reference[rows[0]]) >= 0 for _, rows in self.rotor_groups):
             raise AssertionError("a rotor group's first hydrogen must carry an absolute torsion")
 

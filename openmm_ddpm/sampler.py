@@ -38,8 +38,8 @@ from openmm_ddpm.checkpoint import checkpoint_path, list_checkpoints, load_verif
 from openmm_ddpm.config import ModelSettings, OnlineTrainingSettings, ProposalSettings, RepresentationSettings
 from openmm_ddpm.coordinates import CartesianCoordinates, Representation, Standardizer
 from openmm_ddpm.diffusion import EDMDiffusion
-from openmm_ddpm.internal import InternalCoordinates
 from openmm_ddpm.model import DiffusionProposalModel
+from openmm_ddpm.molecules import molecular_coordinates
 from openmm_ddpm.networks import ConditionedMLP
 from openmm_ddpm.proposal import GenerativeProposal, ProposalStatistics, check_system_supported
 from openmm_ddpm.trainer import OnlineTrainer, TrainingSettings, cosine_learning_rate
@@ -136,9 +136,9 @@ class OnlineDDPM:
     def _coordinates(self, torsion_cuts=None, torsion_widths=None):
         settings = self.settings["representation"]
         if settings.kind == "internal":
-            return InternalCoordinates.from_system(self.system, self.reference_positions, torsion_cuts,
-                                                   relative_sibling_torsions=settings.relative_sibling_torsions,
-                                                   torsion_widths=torsion_widths)
+            return molecular_coordinates(self.system, self.reference_positions, torsion_cuts,
+                                         relative_sibling_torsions=settings.relative_sibling_torsions,
+                                         torsion_widths=torsion_widths)
         return CartesianCoordinates(self.buffer.n_atoms, masses=_masses(self.system),
                                     remove_center_of_mass=settings.remove_center_of_mass)
 
