@@ -58,6 +58,10 @@ def parse(argv):
     parser.add_argument("--width", type=int, default=256)
     parser.add_argument("--depth", type=int, default=3)
     parser.add_argument("--sigma-min", type=float, default=0.02)
+    parser.add_argument("--temperature-max-frequency", type=float, default=0.25,
+                        help="highest frequency of the temperature embedding, cycles per doubling of T")
+    parser.add_argument("--unsimulated-temperature", type=float, default=381.67789096181775,
+                        help="K; the ESS fraction of model samples there measures interpolation in T")
     parser.add_argument("--learning-rate", type=float, default=1e-3)
     parser.add_argument("--ema-decay", type=float, default=0.995)
     parser.add_argument("--final-learning-rate", type=float, default=None,
@@ -81,7 +85,8 @@ def fresh_learner(source, args, train):
     settings["representation"] = dataclasses.replace(settings["representation"],
                                                      relative_sibling_torsions=not args.absolute_torsions)
     settings["model"] = dataclasses.replace(settings["model"], width=args.width, depth=args.depth,
-                                            sigma_min=args.sigma_min, device="cpu")
+                                            sigma_min=args.sigma_min, device="cpu",
+                                            temperature_max_frequency=args.temperature_max_frequency)
     settings["training"] = dataclasses.replace(settings["training"], buffer_capacity=len(train[0]),
                                                learning_rate=args.learning_rate, ema_decay=args.ema_decay,
                                                final_learning_rate=args.final_learning_rate,
@@ -131,7 +136,17 @@ def outside_domain_breakdown(model, temperature_kelvin, n, seed, reference_posit
     }
 
 
-def evaluate(learner, system, temperature_kelvin, train, held_out, n_frames, rng):
+def ess_fraction_at(model, system, temperature_kelvin, n, reference_positions, seed):
+    """ESS / n of n model samples at a temperature, weighted by exp(-u) / q."""
+    _, log_w = generate_at_temperature(model, system, temperature_kelvin * unit.kelvin, n, reference_positions, seed=seed)
+    finite = log_w[np.isfinite(log_w)]
+    if not len(finite):
+        return 0.0
+    w = np.exp(finite - finite.max())
+    return float(w.sum() ** 2 / (w**2).sum() / n)
+
+
+def evaluate(learner, system, temperature_kelvin, train, held_out, n_frames, rng, unsimulated_kelvin):
     """Expected acceptance, ESS fraction, invalid fraction and log w of train/held-out frames."""
     temperature = temperature_kelvin * unit.kelvin
     thermodynamic_state = states.ThermodynamicState(system, temperature)
@@ -152,6 +167,8 @@ def evaluate(learner, system, temperature_kelvin, train, held_out, n_frames, rng
         "mean_log_w_train": float(np.nanmean(np.where(np.isfinite(log_w["train"]), log_w["train"], np.nan))),
         "mean_log_w_held_out": float(np.nanmean(np.where(np.isfinite(log_w["held_out"]), log_w["held_out"], np.nan))),
         "log_w_std_held_out": float(np.nanstd(np.where(np.isfinite(log_w["held_out"]), log_w["held_out"], np.nan))),
+        "ess_fraction_unsimulated": ess_fraction_at(model, system, unsimulated_kelvin, 4 * n_frames,
+                                                    picks["held_out"][0], int(rng.integers(2**31))),
         "outside_domain_breakdown": outside_domain_breakdown(model, temperature_kelvin, 4 * n_frames,
                                                              int(rng.integers(2**31)), learner.reference_positions),
     }
@@ -183,7 +200,8 @@ def main(argv=None):
             learner.refresh_proposal_model()
             row = {"train_steps": done, "wall_s": round(time.perf_counter() - start, 1),
                    "loss": float(np.mean(losses[-20:]))}
-            row.update(evaluate(learner, source.system, args.temperature, train, held_out, args.eval_frames, rng))
+            row.update(evaluate(learner, source.system, args.temperature, train, held_out, args.eval_frames, rng,
+                                args.unsimulated_temperature))
             history.append(row)
             print(json.dumps(row), flush=True)
     result = {

@@ -64,16 +64,24 @@ class ConditionedMLP(nn.Module):
         T_ref of the temperature input log2(T / T_ref).
     n_frequencies : int
         Fourier frequencies per conditioning scalar.
+    temperature_max_frequency : float
+        Highest frequency of the temperature embedding, in cycles per
+        doubling of T. With few training temperatures a high frequency
+        lets the network oscillate between them, so a never-simulated
+        temperature is interpolated badly; with 0.25 (a quarter cycle per
+        doubling) every component spans less than half a period over a
+        300-1000 K ladder.
     """
 
-    def __init__(self, n_features, *, width=128, depth=3, reference_temperature_kelvin=300.0, n_frequencies=8):
+    def __init__(self, n_features, *, width=128, depth=3, reference_temperature_kelvin=300.0, n_frequencies=8,
+                 temperature_max_frequency=2.0):
         super().__init__()
         if n_features < 1 or width < 1 or depth < 0:
             raise ValueError("n_features and width must be >= 1 and depth >= 0")
         self.n_features = int(n_features)
         self.reference_temperature_kelvin = float(reference_temperature_kelvin)
         self.noise_embedding = FourierEmbedding(n_frequencies)
-        self.temperature_embedding = FourierEmbedding(n_frequencies, max_frequency=2.0)
+        self.temperature_embedding = FourierEmbedding(n_frequencies, max_frequency=temperature_max_frequency)
         n_conditioning = self.noise_embedding.n_outputs + self.temperature_embedding.n_outputs
         self.input = nn.Linear(n_features + n_conditioning, width)
         self.blocks = nn.ModuleList(ResidualBlock(width, n_conditioning) for _ in range(depth))
@@ -106,4 +114,5 @@ class ConditionedMLP(nn.Module):
             "depth": len(self.blocks),
             "reference_temperature_kelvin": self.reference_temperature_kelvin,
             "n_frequencies": self.noise_embedding.frequencies.numel(),
+            "temperature_max_frequency": float(self.temperature_embedding.frequencies.max()),
         }

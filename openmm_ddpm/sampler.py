@@ -149,7 +149,8 @@ class OnlineDDPM:
         else:
             self.representation = Representation(coordinates, standardizer)
         model = self.settings["model"]
-        network = ConditionedMLP(coordinates.n_features, width=model.width, depth=model.depth).to(self.device)
+        network = ConditionedMLP(coordinates.n_features, width=model.width, depth=model.depth,
+                                 temperature_max_frequency=model.temperature_max_frequency).to(self.device)
         diffusion = EDMDiffusion(network, model.diffusion_settings())
         training = self.settings["training"]
         optimizer_settings = TrainingSettings(
