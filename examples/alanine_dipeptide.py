@@ -214,6 +214,8 @@ def print_report(summary):
           f"{generation['p_reweighted']:.4f} +- {generation['p_reweighted_error']:.4f} "
           f"(ESS {generation['ess']:.0f} of {generation['n_samples']}); unweighted model {generation['p_unweighted_model']:.4f}; "
           f"MBAR {basins['unsimulated']['p_mbar']:.4f} +- {basins['unsimulated']['p_mbar_error']:.4f}")
+    if generation["ess"] < 30:
+        print("  (ESS below 30: the reweighted estimate and its error bar are not reliable)")
     if reference is not None and "p_unsimulated" in reference:
         print(f"  reference run at that temperature: {reference['p_unsimulated']:.4f} +- {reference['p_unsimulated_error']:.4f}")
 
