@@ -5,7 +5,8 @@ basin population (P ~ 1 %); what it can check, on the real molecule: the
 pipeline's state bookkeeping (the hottest state's P(phi > 0), where MD
 crosses the barrier, against the cached reference run), MBAR against the
 per-state estimates from the same data, the move counts in storage against
-the ones the run saw, and that generated samples carry finite weights.
+the ones the run saw, and, at a temperature the run never simulated (786 K),
+MBAR against the reference run there.
 """
 import importlib.util
 import json
@@ -23,13 +24,17 @@ example = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(example)
 
 
+UNSIMULATED_KELVIN = 786.0030855966228  # state 4 of the vacuum reference ladder (geometric, 6 states, 300-1000 K)
+
+
 @pytest.mark.slow
 def test_short_augmented_run_on_alanine_dipeptide(tmp_path):
     torch.set_num_threads(1)
     cache.global_context_cache.empty()
     summary = example.main(["--iterations", "160", "--freeze-after", "40", "--md-steps", "1500", "--stream-stride", "30",
-                            "--train-steps", "15", "--min-training-steps", "300", "--model-steps", "6",
-                            "--generated-samples", "32", "--gap-frames", "20", "--output", str(tmp_path)])
+                            "--train-steps", "60", "--min-training-steps", "300", "--model-steps", "10",
+                            "--generated-samples", "256", "--gap-frames", "20", "--output", str(tmp_path),
+                            "--unsimulated-temperature", str(UNSIMULATED_KELVIN)])
     cache.global_context_cache.empty()
     assert {"summary.json", "free_energy_surfaces.png", "proposal_statistics.png", "run.nc"} <= set(os.listdir(tmp_path))
     with open(tmp_path / "summary.json") as stream:
@@ -53,6 +58,15 @@ def test_short_augmented_run_on_alanine_dipeptide(tmp_path):
     for entry in per_state:
         if entry["p"] > 0:
             assert abs(entry["p_mbar"] - entry["p"]) < 4 * np.hypot(entry["p_error"], entry["p_mbar_error"]) + 1e-3
+    # 786 K, a state of the 6-replica reference ladder but not of this run's 4: MBAR over the run's states
+    # agrees with the reference run at that temperature
+    p_reference = reference["p_phi_positive_per_state"][4]
+    p_reference_error = reference["p_phi_positive_error_per_state"][4]
+    unsimulated = summary["basins"]["unsimulated"]
+    assert abs(unsimulated["p_mbar"] - p_reference) < 4 * np.hypot(unsimulated["p_mbar_error"], p_reference_error)
+    # model samples there carry weights; this short run's model is too rough (ESS ~10 %, measured 26-55 of
+    # 256-512) for its reweighted estimate to be held to the reference: a self-normalised estimate from a
+    # proposal that under-represents the phi > 0 basin is biased low until the ESS is large
     generation = summary["generation"]
-    assert generation["ess"] >= 1.0 and generation["outside_support_fraction"] < 0.5
+    assert generation["ess"] >= 5 and generation["outside_support_fraction"] < 0.5
     assert all(0.0 <= a <= 1.0 for a in summary["basins"]["neighbour_swap_acceptance"])
