@@ -533,6 +533,61 @@ def load_proposal_model(storage):
     return ddpm.proposal_model, ddpm, iteration
 
 
+def export_proposal_model(storage, path):
+    """Write the frozen proposal model of a run (its newest intact checkpoint) to a small file.
+
+    Keeps what scoring and generation need, without the buffer, optimizer
+    or statistics: settings, standardization, torsion and rotor windows,
+    reference structure and EMA weights (weights only, no code; load with
+    ``load_exported_model``).
+
+    Returns
+    -------
+    str
+        SHA-256 of the written file.
+    """
+    _, ddpm, iteration = load_proposal_model(storage)
+    coordinates = ddpm.representation.coordinates
+    state = {
+        "package_version": __version__, "iteration": int(iteration),
+        "settings": {name: ddpm.settings[name].to_dict() for name in _SETTINGS},
+        "reference_positions": torch.as_tensor(ddpm.reference_positions),
+        "standardizer": ddpm.representation.standardizer.state_dict(),
+        "ema_network": ddpm.trainer.ema_network.state_dict(),
+    }
+    if hasattr(coordinates, "torsion_cuts"):
+        state["torsion_cuts"] = coordinates.torsion_cuts.clone()
+        state["torsion_widths"] = coordinates.torsion_widths.clone()
+    return save_atomic(state, path)
+
+
+def load_exported_model(path, system, expected_sha256=None):
+    """The proposal model of ``export_proposal_model``, for the System it was trained on.
+
+    Parameters
+    ----------
+    path : str
+    system : openmm.System
+        Rotor symmetry is verified on it again.
+    expected_sha256 : str, optional
+        Refuse the file if its hash differs.
+
+    Returns
+    -------
+    openmm_ddpm.model.DiffusionProposalModel
+        Frozen, float64.
+    """
+    state = load_verified(path, expected_sha256)
+    settings = {name: cls.coerce(state["settings"][name]) for name, cls in _SETTINGS.items()}
+    settings["model"] = settings["model"].__class__.coerce(dict(settings["model"].to_dict(), device="cpu"))
+    ddpm = OnlineDDPM(settings, system, state["reference_positions"].numpy())
+    ddpm._build_model(standardizer=Standardizer.from_state_dict(state["standardizer"]),
+                      torsion_cuts=state.get("torsion_cuts"), torsion_widths=state.get("torsion_widths"))
+    ddpm.trainer.ema_network.load_state_dict(state["ema_network"])
+    ddpm.refresh_proposal_model()
+    return ddpm.proposal_model
+
+
 class DDPMParallelTemperingSampler(_DDPMSamplerMixin, ParallelTemperingSampler):
     __doc__ = (
         "``openmmtools.multistate.ParallelTemperingSampler`` with online diffusion training "

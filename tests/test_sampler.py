@@ -14,11 +14,11 @@ import pytest
 from openmm import unit
 from openmmtools import cache, multistate, states
 
-from openmm_ddpm.checkpoint import list_checkpoints
+from openmm_ddpm.checkpoint import checkpoint_path, list_checkpoints
 from openmm_ddpm.config import OnlineTrainingSettings
 from openmm_ddpm.plots import plot_proposal_statistics
 from openmm_ddpm.sampler import (_SETTINGS, DDPMParallelTemperingSampler, DDPMReplicaExchangeSampler, OnlineDDPM,
-                                 load_proposal_model, read_ddpm_statistics)
+                                 export_proposal_model, load_exported_model, load_proposal_model, read_ddpm_statistics)
 from openmm_ddpm.systems import DoubleWell2D
 from openmm_ddpm.trainer import cosine_learning_rate
 
@@ -69,6 +69,14 @@ def test_phases_statistics_and_settings_in_storage(tmp_path):
     frames = positions[-20:].astype(np.float64)
     np.testing.assert_allclose(model.log_prob(frames, 300 * unit.kelvin),
                                sampler.ddpm.proposal_model.log_prob(frames, 300 * unit.kelvin), rtol=0, atol=1e-10)
+    # exported alone (no buffer, no optimizer), it still scores the same, and a tampered file is refused
+    digest = export_proposal_model(storage, str(tmp_path / "model.pt"))
+    exported = load_exported_model(str(tmp_path / "model.pt"), DoubleWell2D().system, expected_sha256=digest)
+    np.testing.assert_allclose(exported.log_prob(frames, 400 * unit.kelvin),
+                               model.log_prob(frames, 400 * unit.kelvin), rtol=0, atol=1e-10)
+    assert os.path.getsize(tmp_path / "model.pt") < os.path.getsize(checkpoint_path(sampler.run_directory, 10)) / 2
+    with pytest.raises(ValueError, match="hash"):
+        load_exported_model(str(tmp_path / "model.pt"), DoubleWell2D().system, expected_sha256="0" * 64)
     plot_proposal_statistics(statistics, str(tmp_path / "statistics.png"), window=3)
     assert os.path.getsize(tmp_path / "statistics.png") > 10_000
     del sampler
