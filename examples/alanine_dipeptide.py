@@ -34,7 +34,8 @@ What it does:
    reports the reweighted P(phi > 0) with its ESS, next to MBAR from the
    run and to the reference run at that temperature;
 5. writes ``free_energy_surfaces.png`` (phi/psi per temperature),
-   ``proposal_statistics.png`` and ``summary.json`` into ``--output``.
+   ``proposal_statistics.png``, ``summary.json`` and the frozen model
+   (``model.pt``, ``sampler.load_exported_model``) into ``--output``.
 
 Run:  python examples/alanine_dipeptide.py [--solvent vacuum|implicit] [--iterations N]
           [--freeze-after N] [--n-candidates K] [--output DIR]   (see --help for the rest)
@@ -57,7 +58,8 @@ from openmm_ddpm.analysis import (backbone_dihedrals, basin_free_energy_differen
                                   reweighted_expectation)
 from openmm_ddpm.buffer import StreamingLangevinMove
 from openmm_ddpm.plots import plot_free_energy_surfaces, plot_proposal_statistics
-from openmm_ddpm.sampler import DDPMParallelTemperingSampler, load_proposal_model, read_ddpm_statistics
+from openmm_ddpm.sampler import (DDPMParallelTemperingSampler, export_proposal_model, load_proposal_model,
+                                 read_ddpm_statistics)
 from openmm_ddpm.storage import neighbour_swap_acceptance, read_reduced_potentials, read_state_trajectories
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -275,6 +277,7 @@ def main(argv=None):
     counts = run_and_count_basin_changes(sampler, molecule.topology, args.iterations, args.freeze_after)
     wall = time.perf_counter() - start
 
+    export_proposal_model(storage, os.path.join(args.output, "model.pt"))  # small, reusable without the run
     learned = (sampler.ddpm.proposal_model, sampler.ddpm, sampler.iteration)
     summary = analyze(storage, molecule, args, argv, learned, counts, wall)
     return finish(summary, args)
