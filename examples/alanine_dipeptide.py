@@ -277,7 +277,7 @@ def main(argv=None):
     counts = run_and_count_basin_changes(sampler, molecule.topology, args.iterations, args.freeze_after)
     wall = time.perf_counter() - start
 
-    export_proposal_model(storage, os.path.join(args.output, "model.pt"))  # small, reusable without the run
+    export_proposal_model(sampler.ddpm, os.path.join(args.output, "model.pt"), sampler.iteration)  # reusable alone
     learned = (sampler.ddpm.proposal_model, sampler.ddpm, sampler.iteration)
     summary = analyze(storage, molecule, args, argv, learned, counts, wall)
     return finish(summary, args)

@@ -533,20 +533,33 @@ def load_proposal_model(storage):
     return ddpm.proposal_model, ddpm, iteration
 
 
-def export_proposal_model(storage, path):
-    """Write the frozen proposal model of a run (its newest intact checkpoint) to a small file.
+def export_proposal_model(ddpm, path, iteration):
+    """Write the proposal model of a learning state to a small file.
 
     Keeps what scoring and generation need, without the buffer, optimizer
     or statistics: settings, standardization, torsion and rotor windows,
     reference structure and EMA weights (weights only, no code; load with
-    ``load_exported_model``).
+    ``load_exported_model``). For a finished run:
+    ``_, ddpm, iteration = load_proposal_model(storage)`` first. Pass the
+    live state (``sampler.ddpm``) while the sampler still holds its
+    storage open: opening the storage a second time in the same process
+    is what HDF5 does not survive.
+
+    Parameters
+    ----------
+    ddpm : OnlineDDPM
+        A trained learning state (``sampler.ddpm``, or from ``load_proposal_model``).
+    path : str
+    iteration : int
+        Iteration the state belongs to (recorded).
 
     Returns
     -------
     str
         SHA-256 of the written file.
     """
-    _, ddpm, iteration = load_proposal_model(storage)
+    if ddpm.trainer is None:
+        raise ValueError("nothing to export: the model has not been trained yet")
     coordinates = ddpm.representation.coordinates
     state = {
         "package_version": __version__, "iteration": int(iteration),

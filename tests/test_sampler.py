@@ -70,7 +70,7 @@ def test_phases_statistics_and_settings_in_storage(tmp_path):
     np.testing.assert_allclose(model.log_prob(frames, 300 * unit.kelvin),
                                sampler.ddpm.proposal_model.log_prob(frames, 300 * unit.kelvin), rtol=0, atol=1e-10)
     # exported alone (no buffer, no optimizer), it still scores the same, and a tampered file is refused
-    digest = export_proposal_model(storage, str(tmp_path / "model.pt"))
+    digest = export_proposal_model(ddpm, str(tmp_path / "model.pt"), iteration)
     exported = load_exported_model(str(tmp_path / "model.pt"), DoubleWell2D().system, expected_sha256=digest)
     np.testing.assert_allclose(exported.log_prob(frames, 400 * unit.kelvin),
                                model.log_prob(frames, 400 * unit.kelvin), rtol=0, atol=1e-10)
