@@ -21,6 +21,7 @@ From ``freeze_after`` iterations on the model is frozen for good and the run
 is a homogeneous Markov chain that leaves the Boltzmann distribution of
 every state invariant (docs/exactness.md).
 """
+import dataclasses
 import logging
 import os
 import time
@@ -208,20 +209,29 @@ class OnlineDDPM:
         }
         if self.trainer is not None:
             state["trainer"] = self.trainer.state_dict()
-            state["standardizer"] = self.representation.standardizer.state_dict()
-            cuts = getattr(self.representation.coordinates, "torsion_cuts", None)
-            if cuts is not None:
-                state["torsion_cuts"] = cuts.clone()
-                state["torsion_widths"] = self.representation.coordinates.torsion_widths.clone()
+            state.update(self._representation_state())
         return state
+
+    def _representation_state(self):
+        """The fitted representation: standardizer, and torsion and rotor windows where there are any."""
+        state = {"standardizer": self.representation.standardizer.state_dict()}
+        cuts = getattr(self.representation.coordinates, "torsion_cuts", None)
+        if cuts is not None:
+            state["torsion_cuts"] = cuts.clone()
+            state["torsion_widths"] = self.representation.coordinates.torsion_widths.clone()
+        return state
+
+    def _rebuild_model(self, state):
+        """A fresh network on the representation ``_representation_state`` saved in ``state``."""
+        self._build_model(standardizer=Standardizer.from_state_dict(state["standardizer"]),
+                          torsion_cuts=state.get("torsion_cuts"), torsion_widths=state.get("torsion_widths"))
 
     def load_state_dict(self, state):
         self.buffer = ReplayBuffer.from_state_dict({k: (v.numpy() if torch.is_tensor(v) else v) for k, v in state["buffer"].items()})
         self.frozen = bool(state["frozen"])
         self.reference_positions = state["reference_positions"].numpy()
         if "trainer" in state:
-            self._build_model(standardizer=Standardizer.from_state_dict(state["standardizer"]),
-                              torsion_cuts=state.get("torsion_cuts"), torsion_widths=state.get("torsion_widths"))
+            self._rebuild_model(state)
             self.trainer.load_state_dict(state["trainer"])
             self.refresh_proposal_model()
         for key, saved in state["proposals"].items():
@@ -560,17 +570,13 @@ def export_proposal_model(ddpm, path, iteration):
     """
     if ddpm.trainer is None:
         raise ValueError("nothing to export: the model has not been trained yet")
-    coordinates = ddpm.representation.coordinates
     state = {
         "package_version": __version__, "iteration": int(iteration),
         "settings": {name: ddpm.settings[name].to_dict() for name in _SETTINGS},
         "reference_positions": torch.as_tensor(ddpm.reference_positions),
-        "standardizer": ddpm.representation.standardizer.state_dict(),
         "ema_network": ddpm.trainer.ema_network.state_dict(),
+        **ddpm._representation_state(),
     }
-    if hasattr(coordinates, "torsion_cuts"):
-        state["torsion_cuts"] = coordinates.torsion_cuts.clone()
-        state["torsion_widths"] = coordinates.torsion_widths.clone()
     return save_atomic(state, path)
 
 
@@ -592,10 +598,9 @@ def load_exported_model(path, system, expected_sha256=None):
     """
     state = load_verified(path, expected_sha256)
     settings = {name: cls.coerce(state["settings"][name]) for name, cls in _SETTINGS.items()}
-    settings["model"] = settings["model"].__class__.coerce(dict(settings["model"].to_dict(), device="cpu"))
+    settings["model"] = dataclasses.replace(settings["model"], device="cpu")
     ddpm = OnlineDDPM(settings, system, state["reference_positions"].numpy())
-    ddpm._build_model(standardizer=Standardizer.from_state_dict(state["standardizer"]),
-                      torsion_cuts=state.get("torsion_cuts"), torsion_widths=state.get("torsion_widths"))
+    ddpm._rebuild_model(state)
     ddpm.trainer.ema_network.load_state_dict(state["ema_network"])
     ddpm.refresh_proposal_model()
     return ddpm.proposal_model
