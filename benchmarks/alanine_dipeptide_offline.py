@@ -38,7 +38,7 @@ from openmm import unit
 from openmmtools import states
 
 from openmm_ddpm import __version__
-from openmm_ddpm.analysis import expected_mh_acceptance, generate_at_temperature
+from openmm_ddpm.analysis import expected_mh_acceptance, generate_at_temperature, reweighted_expectation
 from openmm_ddpm.proposal import reduced_potentials
 from openmm_ddpm.sampler import OnlineDDPM, load_proposal_model
 
@@ -116,16 +116,14 @@ def outside_domain_breakdown(model, temperature_kelvin, n, seed, reference_posit
     generator = torch.Generator().manual_seed(seed)
     flow = model.diffusion.sample_flow(n, temperature_kelvin, generator=generator, with_log_prob=False)
     features, _ = model.representation.standardizer.inverse(flow.x.to(torch.float64))
-    rest = features[:, 3:].reshape(n, -1, 3)
-    bonds = (features[:, :2] <= 0).any(-1) | (rest[..., 0] <= 0).any(-1)
-    angles = torch.cat([features[:, 2:3], rest[..., 1]], dim=-1)
-    outside = (rest[..., 2] < coordinates.torsion_cuts) | (rest[..., 2] >= coordinates.torsion_cuts + coordinates.torsion_widths)
+    violations = coordinates.domain_violations(features)
+    outside = violations["torsion"]
     rotor_rows = torch.zeros(outside.shape[1], dtype=torch.bool)
     rotor_rows[[rows[0] for _, rows in coordinates.rotor_groups]] = True
     positions, _ = coordinates.inverse(features, coordinates.frame(reference_positions).expand(n, -1))
     return {
-        "bond": float(bonds.double().mean()),
-        "angle": float(((angles <= 0) | (angles >= np.pi)).any(-1).double().mean()),
+        "bond": float(violations["bond"].double().mean()),
+        "angle": float(violations["angle"].double().mean()),
         "rotor_window": float(outside[:, rotor_rows].any(-1).double().mean()),
         "torsion_window": float(outside[:, ~rotor_rows].any(-1).double().mean()),
         "torsion_window_rows": {str(row): float(outside[:, row].double().mean())
@@ -139,11 +137,8 @@ def outside_domain_breakdown(model, temperature_kelvin, n, seed, reference_posit
 def ess_fraction_at(model, system, temperature_kelvin, n, reference_positions, seed):
     """ESS / n of n model samples at a temperature, weighted by exp(-u) / q."""
     _, log_w = generate_at_temperature(model, system, temperature_kelvin * unit.kelvin, n, reference_positions, seed=seed)
-    finite = log_w[np.isfinite(log_w)]
-    if not len(finite):
-        return 0.0
-    w = np.exp(finite - finite.max())
-    return float(w.sum() ** 2 / (w**2).sum() / n)
+    _, _, ess = reweighted_expectation(log_w, np.zeros(n))
+    return ess / n
 
 
 def evaluate(learner, system, temperature_kelvin, train, held_out, n_frames, rng, unsimulated_kelvin):

@@ -510,12 +510,27 @@ class InternalCoordinates:
 
     def in_domain(self, features):
         """Bonds > 0, angles in (0, pi), torsions inside their windows."""
+        violations = self.domain_violations(features)
+        return ~(violations["bond"] | violations["angle"] | violations["torsion"].any(-1)) & torch.isfinite(features).all(-1)
+
+    def domain_violations(self, features):
+        """Which condition of the domain each feature vector breaks.
+
+        Returns
+        -------
+        dict of torch.BoolTensor
+            ``bond`` (n,): a bond <= 0; ``angle`` (n,): an angle outside
+            (0, pi); ``torsion`` (n, n_torsions): torsions outside their windows.
+        """
         rest = features[:, 3:].reshape(features.shape[0], -1, 3)
-        bonds_ok = (features[:, 0] > 0) & (features[:, 1] > 0) & (rest[..., 0] > 0).all(-1)
+        bonds = torch.cat([features[:, :2], rest[..., 0]], dim=-1)
         angles = torch.cat([features[:, 2:3], rest[..., 1]], dim=-1)
-        angles_ok = ((angles > 0) & (angles < math.pi)).all(-1)
-        torsions_ok = ((rest[..., 2] >= self.torsion_cuts) & (rest[..., 2] < self.torsion_cuts + self.torsion_widths)).all(-1)
-        return bonds_ok & angles_ok & torsions_ok & torch.isfinite(features).all(-1)
+        torsions = rest[..., 2]
+        return {
+            "bond": ~(bonds > 0).all(-1),
+            "angle": ~((angles > 0) & (angles < math.pi)).all(-1),
+            "torsion": ~((torsions >= self.torsion_cuts) & (torsions < self.torsion_cuts + self.torsion_widths)),
+        }
 
     def valid_positions(self, positions):
         """Configurations whose chiral centres match the reference structure, (n,) bool."""

@@ -156,6 +156,11 @@ def test_domain_rejects_bad_features_and_torsion_cuts_follow_the_data(coordinate
     bad[2, 5] = coordinates.torsion_cuts[0] - 0.01  # torsion below its window
     bad[3, 5] = coordinates.torsion_cuts[0] + 2 * math.pi  # at the window's end
     assert coordinates.in_domain(bad).tolist() == [False] * 4
+    violations = coordinates.domain_violations(bad)  # each vector breaks exactly the condition set above
+    assert violations["bond"].tolist() == [True, False, False, False]
+    assert violations["angle"].tolist() == [False, True, False, False]
+    assert violations["torsion"].any(-1).tolist() == [False, False, True, True]
+    assert torch.nonzero(violations["torsion"])[:, 1].tolist() == [0, 0]
     rebuilt, _ = coordinates.inverse(bad, coordinates.frame(positions[:4]))
     assert torch.isnan(rebuilt).any(dim=-1).sum(dim=-1).eq(21).all()  # all but the frame origin
 
