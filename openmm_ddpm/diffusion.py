@@ -252,10 +252,17 @@ class EDMDiffusion:
         -------
         FlowSample
         """
-        z = self.settings.sigma_max * torch.randn(
-            (n, self.n_features), generator=generator, dtype=self.dtype, device=self.device
-        )
+        z = self.settings.sigma_max * self._normal((n, self.n_features), generator)
         return self.decode(z, temperature_kelvin, with_log_prob=with_log_prob)
+
+    def _normal(self, shape, generator):
+        """Standard normal draws on the generator's device, moved to the model's.
+
+        A CPU generator (what proposal moves hold) thus drives a CUDA model,
+        and gives the same draws on either device for the same seed.
+        """
+        device = self.device if generator is None else generator.device
+        return torch.randn(shape, generator=generator, dtype=self.dtype, device=device).to(self.device)
 
     @torch.no_grad()
     def decode(self, latent, temperature_kelvin, with_log_prob=True):
@@ -273,7 +280,7 @@ class EDMDiffusion:
         """
         z = latent.to(dtype=self.dtype, device=self.device)
         t = self._temperatures(temperature_kelvin, z.shape[0])
-        log_prob = self.prior_log_prob(z) if with_log_prob else torch.full((z.shape[0],), math.nan, dtype=self.dtype)
+        log_prob = self.prior_log_prob(z) if with_log_prob else torch.full((z.shape[0],), math.nan, dtype=self.dtype, device=self.device)
         levels = self.noise_levels()
         x = z
         for sigma_from, sigma_to in zip(levels[:-1], levels[1:]):
@@ -356,7 +363,7 @@ class EDMDiffusion:
             value, jacobian = self.step_with_jacobian(x, sigma_from, sigma_to, t)
             residual = value - y
             finite = torch.isfinite(residual).all(dim=-1) & torch.isfinite(jacobian).all(dim=(-2, -1))
-            sign, logabsdet = torch.linalg.slogdet(torch.where(finite[:, None, None], jacobian, torch.eye(d, dtype=y.dtype)))
+            sign, logabsdet = torch.linalg.slogdet(torch.where(finite[:, None, None], jacobian, torch.eye(d, dtype=y.dtype, device=y.device)))
             newly = ~converged & ~failed & finite & (residual.abs().amax(dim=-1) <= tolerance)
             logdet = torch.where(newly, logabsdet, logdet)
             converged = converged | (newly & (sign > 0))
@@ -364,7 +371,7 @@ class EDMDiffusion:
             active = ~converged & ~failed
             if not bool(active.any()):
                 break
-            safe = torch.where(active[:, None, None] & (sign != 0)[:, None, None], jacobian, torch.eye(d, dtype=y.dtype))
+            safe = torch.where(active[:, None, None] & (sign != 0)[:, None, None], jacobian, torch.eye(d, dtype=y.dtype, device=y.device))
             step = torch.linalg.solve(safe, torch.where(active[:, None], residual, 0.0))
             x = torch.where(active[:, None], x - step, x)
         return x, logdet, converged
@@ -387,11 +394,11 @@ class EDMDiffusion:
         s = self.settings
         t = self._temperatures(temperature_kelvin, n)
         levels = self.noise_levels(s.n_sde_steps)
-        x = s.sigma_max * torch.randn((n, self.n_features), generator=generator, dtype=self.dtype, device=self.device)
+        x = s.sigma_max * self._normal((n, self.n_features), generator)
         for sigma_from, sigma_to in zip(levels[:-1], levels[1:]):
             variance_step = sigma_from**2 - sigma_to**2
             score = (self.denoise(x, sigma_from, t) - x) / sigma_from**2
-            noise = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+            noise = self._normal(x.shape, generator)
             x = x + variance_step * score + math.sqrt(variance_step) * noise
         return self.denoise(x, levels[-1], t)
 

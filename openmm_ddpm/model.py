@@ -87,7 +87,7 @@ class DiffusionProposalModel:
         """Positions and log q accumulated along the flow map (log q_z - log|dx/dz| + log n)."""
         flow = self.diffusion.sample_flow(n, temperature_kelvin(temperature), generator=generator, with_log_prob=True)
         frame = self._frame(n, reference_positions)
-        positions, logdet_inverse, valid = self.representation.inverse(flow.x.to(torch.float64), frame)
+        positions, logdet_inverse, valid = self.representation.inverse(flow.x.to(dtype=torch.float64, device="cpu"), frame)
         coordinates = self.representation.coordinates
         log_q = flow.log_prob.to(torch.float64).cpu() - logdet_inverse.cpu() + coordinates.log_multiplicity(positions).cpu()
         valid = valid.cpu() & coordinates.valid_positions(positions).cpu() & torch.isfinite(log_q)
@@ -97,7 +97,7 @@ class DiffusionProposalModel:
         """Positions (n, N, 3) nm through the flow map, and their domain mask."""
         flow = self.diffusion.sample_flow(n, temperature_kelvin(temperature), generator=generator, with_log_prob=False)
         frame = self._frame(n, reference_positions)
-        positions, _, valid = self.representation.inverse(flow.x.to(torch.float64), frame)
+        positions, _, valid = self.representation.inverse(flow.x.to(dtype=torch.float64, device="cpu"), frame)
         return positions.detach().cpu().numpy(), valid.cpu().numpy()
 
     def sample_and_score(self, n, temperature, current_positions, generator=None):
@@ -171,7 +171,7 @@ class DiffusionProposalModel:
         """
         kelvin = temperature_kelvin(temperature)
         x = self.diffusion.sample_sde(n, kelvin, generator=generator)
-        positions, _, _ = self.representation.inverse(x.to(torch.float64), self._frame(n, reference_positions))
+        positions, _, _ = self.representation.inverse(x.to(dtype=torch.float64, device="cpu"), self._frame(n, reference_positions))
         return positions.detach().cpu().numpy()
 
     def _frame(self, n, reference_positions):
