@@ -9,7 +9,9 @@ domain, the train/held-out gap in mean log w, accepted moves that change
 the phi basin per proposal, and dF against the cached reference; the
 reweighted generation at a never-simulated temperature; the time split.
 
-python benchmarks/alanine_dipeptide_online.py [--solvent vacuum|implicit] [any examples/alanine_dipeptide.py argument]
+python benchmarks/alanine_dipeptide_online.py [--tag NAME] [--solvent vacuum|implicit] [any examples/alanine_dipeptide.py argument]
+
+With --tag the result goes to alanine_dipeptide_online_<solvent>_<NAME>.json.
 """
 import importlib.util
 import json
@@ -29,6 +31,12 @@ EXAMPLE = os.path.join(HERE, os.pardir, "examples", "alanine_dipeptide.py")
 
 def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
+    command = "python " + " ".join([os.path.relpath(__file__, os.path.dirname(HERE))] + argv)
+    tag = None
+    if "--tag" in argv:
+        at = argv.index("--tag")
+        tag = argv[at + 1]
+        del argv[at:at + 2]
     spec = importlib.util.spec_from_file_location("alanine_dipeptide_example", EXAMPLE)
     example = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(example)
@@ -36,11 +44,11 @@ def main(argv=None):
         argv += ["--output", tempfile.mkdtemp(prefix="ala_online_")]
     summary = example.main(argv)
     solvent = summary["solvent"]
-    summary["command"] = "python " + " ".join([os.path.relpath(__file__, os.path.dirname(HERE))] + argv)
+    summary["command"] = command
     summary.update(package_version=__version__, torch=torch.__version__, openmm=openmm.__version__,
                    machine=f"{platform.machine()}, {os.cpu_count()} cores, torch threads 1, "
                            f"OpenMM {'Reference' if solvent == 'vacuum' else 'CPU'} platform")
-    output = os.path.join(HERE, "results", f"alanine_dipeptide_online_{solvent}.json")
+    output = os.path.join(HERE, "results", f"alanine_dipeptide_online_{solvent}{'_' + tag if tag else ''}.json")
     with open(output, "w") as stream:
         json.dump(summary, stream, indent=2)
     print(f"wrote {output}")

@@ -83,7 +83,8 @@ def make_sampler(args):
         representation=dict(kind="internal", relative_sibling_torsions=args.relative_sibling_torsions),
         model=dict(width=args.width, depth=args.depth, n_steps=args.model_steps, sigma_min=args.sigma_min),
         training=dict(train_steps=args.train_steps, min_buffer_frames=2000, stream_stride=args.stream_stride,
-                      buffer_capacity=400_000, final_learning_rate=args.final_learning_rate),
+                      buffer_capacity=400_000, final_learning_rate=args.final_learning_rate,
+                      ema_decay=args.ema_decay),
         proposals=dict(target_states=[0], n_candidates=args.n_candidates, min_training_steps=args.min_training_steps,
                        propose_interval=args.propose_interval, seed=args.seed),
         freeze_after=args.freeze_after,
@@ -237,6 +238,8 @@ def main(argv=None):
     parser.add_argument("--model-steps", type=int, default=20, help="Heun steps of the flow map (cost of a proposal)")
     parser.add_argument("--sigma-min", type=float, default=0.02,
                         help="end of the flow map, in standardized units (0.1: expected acceptance 0.19 -> 0.02: 0.30)")
+    parser.add_argument("--ema-decay", type=float, default=0.995,
+                        help="EMA of the proposal weights (0.999 suits runs of 100k+ optimizer steps)")
     parser.add_argument("--width", type=int, default=256, help="hidden width of the residual MLP")
     parser.add_argument("--depth", type=int, default=3, help="residual blocks")
     parser.add_argument("--final-learning-rate", type=float, default=1e-5,
