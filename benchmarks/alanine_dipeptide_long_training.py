@@ -32,6 +32,9 @@ GPU machine that has no OpenMM:
 python benchmarks/alanine_dipeptide_long_training.py prepare --from-run RUN/run.nc --output DIR
 python benchmarks/alanine_dipeptide_long_training.py train --data DIR/features.npz --name NAME --width 512 --depth 4 --seconds 300 --output DIR
 python benchmarks/alanine_dipeptide_long_training.py score --prepared DIR --name NAME --samples DIR --tag TAG
+python benchmarks/alanine_dipeptide_long_training.py export --prepared DIR --name NAME --samples DIR --output model.pt
+
+(4. ``export`` writes the trained model as an ``export_proposal_model`` file.)
 """
 import argparse
 import json
@@ -90,6 +93,11 @@ def parse(argv):
     score.add_argument("--tag", required=True, help="result file benchmarks/results/alanine_dipeptide_long_training_<tag>.json")
     score.add_argument("--reference", default=os.path.join(HERE, "results", "alanine_dipeptide_reference_vacuum.json"))
     score.add_argument("--train-command", default=None, help="the train command, recorded in the result")
+    export = steps.add_parser("export", help="write the trained model as an export_proposal_model file")
+    export.add_argument("--prepared", required=True, help="folder of prepare")
+    export.add_argument("--samples", required=True, help="folder holding <name>_weights.pt")
+    export.add_argument("--name", required=True)
+    export.add_argument("--output", required=True, help="model file (load with load_exported_model)")
     return parser.parse_args(argv)
 
 
@@ -338,11 +346,32 @@ def _cpu_rescoring(model, positions, log_q, valid, kelvin, n=8):
     return float(np.max(np.abs(cpu - log_q[chosen])))
 
 
+# --- export ------------------------------------------------------------------------------
+
+
+def export(args):
+    """The prepared representation with the trained EMA weights, in ``export_proposal_model``'s format."""
+    from openmm_ddpm.checkpoint import save_atomic
+
+    state = torch.load(os.path.join(args.prepared, "representation.pt"), weights_only=True)
+    weights = torch.load(os.path.join(args.samples, f"{args.name}_weights.pt"), weights_only=True)
+    config, model = weights["network_config"], state["settings"]["model"]
+    if (config["width"], config["depth"]) != (model["width"], model["depth"]):
+        state["settings"]["model"] = dict(model, width=config["width"], depth=config["depth"])
+    if not math.isclose(config["temperature_max_frequency"], model["temperature_max_frequency"], rel_tol=1e-6):
+        raise ValueError("the trained network's temperature embedding differs from the prepared settings")
+    state["ema_network"] = weights["ema_network"]
+    state["trained_by"] = torch.load(os.path.join(args.samples, f"{args.name}_samples.pt"), weights_only=False)["command"]
+    digest = save_atomic(state, args.output)
+    print(f"wrote {args.output} (sha256 {digest})")
+    return digest
+
+
 def main(argv=None):
     args = parse(sys.argv[1:] if argv is None else argv)
     if args.step != "train" or not torch.cuda.is_available():
         torch.set_num_threads(1)
-    {"prepare": prepare, "train": train_and_sample, "score": score}[args.step](args)
+    {"prepare": prepare, "train": train_and_sample, "score": score, "export": export}[args.step](args)
 
 
 if __name__ == "__main__":
