@@ -176,6 +176,15 @@ class ProposalSettings(_Settings):
         it froze before reaching this count.
     seed : int
         Seed of training minibatches and of every proposal's randomness.
+    temperature_factors : tuple of float
+        Candidates for a state at T come from the model's conditionals at
+        s_k T, mixed (``openmm_ddpm.mixture.TemperatureMixture``); (1.0,),
+        the default, is the model at T alone. E.g. (1.0, 1.27) lets a
+        basin the model learned only from hotter replicas be proposed at
+        the lowest temperature. Exact for any factors; costs one encoding
+        per factor.
+    temperature_factor_weights : tuple of float
+        Mixture weights c_k, one per factor (normalized); () for equal.
     """
 
     target_states: tuple = (0,)
@@ -183,9 +192,17 @@ class ProposalSettings(_Settings):
     n_candidates: int = 8
     min_training_steps: int = 2000
     seed: int = 0
+    temperature_factors: tuple = (1.0,)
+    temperature_factor_weights: tuple = ()
 
     def __post_init__(self):
         if self.propose_interval < 1 or self.n_candidates < 1 or self.min_training_steps < 0:
             raise ValueError("propose_interval and n_candidates must be >= 1, min_training_steps >= 0")
         if not self.target_states or any(int(s) < 0 for s in self.target_states):
             raise ValueError("target_states must be a non-empty sequence of state indices")
+        if not self.temperature_factors or any(not float(s) > 0 for s in self.temperature_factors):
+            raise ValueError(f"temperature_factors must be positive numbers, got {self.temperature_factors}")
+        if self.temperature_factor_weights and (
+                len(self.temperature_factor_weights) != len(self.temperature_factors)
+                or any(not float(c) > 0 for c in self.temperature_factor_weights)):
+            raise ValueError("temperature_factor_weights: one positive weight per temperature factor, or () for equal")

@@ -78,7 +78,7 @@ class DiffusionProposalModel:
         """
         if score_on_the_way_out:
             return self._draw_and_score_forward(n, temperature, generator, reference_positions)
-        positions, valid = self._draw(n, temperature, generator, reference_positions)
+        positions, valid = self.draw(n, temperature, generator, reference_positions)
         log_q = self.log_prob(positions, temperature)
         log_q[~valid] = np.nan
         return positions, log_q
@@ -93,8 +93,15 @@ class DiffusionProposalModel:
         valid = valid.cpu() & coordinates.valid_positions(positions).cpu() & torch.isfinite(log_q)
         return positions.detach().cpu().numpy(), torch.where(valid, log_q, torch.nan).numpy().copy()
 
-    def _draw(self, n, temperature, generator, reference_positions):
-        """Positions (n, N, 3) nm through the flow map, and their domain mask."""
+    def draw(self, n, temperature, generator=None, reference_positions=None):
+        """Candidates without their density: positions (n, N, 3) nm through the flow map, and their domain mask.
+
+        Returns
+        -------
+        positions : numpy.ndarray, (n, N, 3), float64, nm
+        valid : numpy.ndarray of bool, (n,)
+            False for draws outside the representation's domain (weight 0).
+        """
         flow = self.diffusion.sample_flow(n, temperature_kelvin(temperature), generator=generator, with_log_prob=False)
         frame = self._frame(n, reference_positions)
         positions, _, valid = self.representation.inverse(flow.x.to(dtype=torch.float64, device="cpu"), frame)
@@ -121,7 +128,7 @@ class DiffusionProposalModel:
         log_q_candidates : numpy.ndarray, (n,)
         log_q_current : float
         """
-        candidates, valid = self._draw(n, temperature, generator, current_positions)
+        candidates, valid = self.draw(n, temperature, generator, current_positions)
         current = as_positions_tensor(current_positions).numpy()
         log_q = self.log_prob(np.concatenate([current, candidates]), temperature)
         log_q_candidates = log_q[1:]

@@ -39,6 +39,7 @@ from openmm_ddpm.checkpoint import checkpoint_path, list_checkpoints, load_verif
 from openmm_ddpm.config import ModelSettings, OnlineTrainingSettings, ProposalSettings, RepresentationSettings
 from openmm_ddpm.coordinates import CartesianCoordinates, Representation, Standardizer
 from openmm_ddpm.diffusion import EDMDiffusion
+from openmm_ddpm.mixture import TemperatureMixture
 from openmm_ddpm.model import DiffusionProposalModel
 from openmm_ddpm.molecules import molecular_coordinates
 from openmm_ddpm.networks import ConditionedMLP
@@ -177,10 +178,17 @@ class OnlineDDPM:
 
     def refresh_proposal_model(self):
         """Give every proposal move a new frozen float64 copy of the EMA model."""
-        model = DiffusionProposalModel(self.trainer.frozen_diffusion(), self.representation)
+        self._proposal_model = DiffusionProposalModel(self.trainer.frozen_diffusion(), self.representation)
         for proposal in self.proposals.values():
-            proposal.model = model
-        self._proposal_model = model
+            proposal.model = self._move_model()
+
+    def _move_model(self):
+        """What the moves draw from: the proposal model, or its temperature mixture if the settings ask."""
+        settings = self.settings["proposals"]
+        if tuple(float(s) for s in settings.temperature_factors) == (1.0,):
+            return self._proposal_model
+        return TemperatureMixture(self._proposal_model, settings.temperature_factors,
+                                  settings.temperature_factor_weights or None)
 
     def proposal_for(self, state_index):
         """The GenerativeProposal of a target state (created on first use)."""
@@ -188,7 +196,7 @@ class OnlineDDPM:
             settings = self.settings["proposals"]
             seed = np.random.SeedSequence([settings.seed, int(state_index)])
             self.proposals[state_index] = GenerativeProposal(
-                self._proposal_model, n_candidates=settings.n_candidates, random_state=np.random.default_rng(seed)
+                self._move_model(), n_candidates=settings.n_candidates, random_state=np.random.default_rng(seed)
             )
         return self.proposals[state_index]
 

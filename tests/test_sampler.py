@@ -19,6 +19,7 @@ from openmm_ddpm.config import OnlineTrainingSettings
 from openmm_ddpm.plots import plot_proposal_statistics
 from openmm_ddpm.sampler import (_SETTINGS, DDPMParallelTemperingSampler, DDPMReplicaExchangeSampler, OnlineDDPM,
                                  export_proposal_model, load_exported_model, load_proposal_model, read_ddpm_statistics)
+from openmm_ddpm.mixture import TemperatureMixture
 from openmm_ddpm.systems import DoubleWell2D
 from openmm_ddpm.trainer import cosine_learning_rate
 
@@ -140,6 +141,29 @@ def test_bad_settings_are_refused(tmp_path):
         DDPMParallelTemperingSampler(training=dict(target_fraction=0.0))
     with pytest.raises(ValueError, match="final_learning_rate"):
         DDPMParallelTemperingSampler(training=dict(learning_rate=1e-3, final_learning_rate=2e-3))
+    with pytest.raises(ValueError, match="temperature_factors"):
+        DDPMParallelTemperingSampler(proposals=dict(temperature_factors=[1.0, -2.0]))
+    with pytest.raises(ValueError, match="temperature_factor_weights"):
+        DDPMParallelTemperingSampler(proposals=dict(temperature_factors=[1.0, 2.0], temperature_factor_weights=[1.0]))
+
+
+def test_temperature_mixture_proposals_from_settings(tmp_path):
+    """proposals=dict(temperature_factors=...) makes every move draw from the mixture, kept through storage."""
+    storage = str(tmp_path / "run.nc")
+    system = DoubleWell2D()
+    sampler = DDPMParallelTemperingSampler(number_of_iterations=5, online_analysis_interval=None, freeze_after=3,
+                                           proposals=dict(min_training_steps=10**6, n_candidates=2,
+                                                          temperature_factors=[1.0, 2.0], temperature_factor_weights=[3, 1]),
+                                           training=dict(min_buffer_frames=10, train_steps=5))
+    sampler.create(states.ThermodynamicState(system.system, 300 * unit.kelvin), states.SamplerState(system.positions),
+                   multistate.MultiStateReporter(storage, checkpoint_interval=1), temperatures=[300.0, 400.0] * unit.kelvin)
+    sampler.run()
+    model = sampler.ddpm.proposals[0].model
+    assert isinstance(model, TemperatureMixture) and model.model is sampler.ddpm.proposal_model
+    assert model.temperature_factors.tolist() == [1.0, 2.0] and np.allclose(np.exp(model.log_weights), [0.75, 0.25])
+    assert read_ddpm_statistics(storage)["ddpm_n_candidates"][1:6].tolist() == [0, 0, 0, 2, 2]
+    _, ddpm, _ = load_proposal_model(storage)
+    assert ddpm.settings["proposals"].temperature_factors == (1.0, 2.0)
 
 
 def test_learning_rate_decays_over_the_adaptive_phase_to_its_final_value(tmp_path):

@@ -1,0 +1,132 @@
+"""Proposals from a mixture of the model's conditionals at several temperatures.
+
+For a target at temperature T, ``TemperatureMixture`` proposes from
+
+    q_mix(x | T) = sum_k c_k q(x | s_k T),
+
+with fixed factors s_k (e.g. 1 and 1.25) and weights c_k. A hotter
+conditional puts more mass in rare basins, and where the model learned a
+basin only from hotter replicas (at the lowest temperature none was ever
+streamed) it is the only component that proposes it well. The move stays
+exact because every candidate and the current state are scored with the
+mixture's own density, the same function for both: log q_mix is the
+log-sum-exp of the model's exact ``log_prob`` at each s_k T. A component
+draw outside the model's domain is an invalid candidate (weight 0), as for
+a single model; every component has the same domain, so the valid part of
+the mixture has exactly the density above (docs/exactness.md, section
+"Temperature mixtures"). The price: one encoding per component and point,
+instead of one.
+"""
+import numpy as np
+import torch
+from openmm import unit
+
+from openmm_ddpm.model import temperature_kelvin
+
+
+class TemperatureMixture:
+    """A proposal model: the wrapped model's conditionals mixed over scaled temperatures.
+
+    Parameters
+    ----------
+    model : object
+        Implements ``sample``/``log_prob`` of the ``GenerativeProposal``
+        protocol with exact densities (e.g. ``DiffusionProposalModel``);
+        ``draw(n, temperature, generator, reference_positions) ->
+        (positions, valid)`` is used when present (no wasted scoring).
+    temperature_factors : sequence of float
+        s_k > 0: component k is the model at s_k T.
+    weights : sequence of float, optional
+        c_k > 0 (normalized here); equal by default.
+    """
+
+    def __init__(self, model, temperature_factors, weights=None):
+        factors = np.asarray(temperature_factors, dtype=float)
+        weights = np.ones(len(factors)) if weights is None else np.asarray(weights, dtype=float)
+        if factors.ndim != 1 or len(factors) == 0 or not np.all(factors > 0):
+            raise ValueError(f"temperature_factors must be a non-empty sequence of positive numbers, got {temperature_factors}")
+        if weights.shape != factors.shape or not np.all(weights > 0):
+            raise ValueError(f"need one positive weight per temperature factor, got {weights} for {factors}")
+        self.model = model
+        self.temperature_factors = factors
+        self.log_weights = np.log(weights / weights.sum())
+
+    def component_temperatures(self, temperature):
+        """The temperatures s_k T of the components, as Quantities."""
+        kelvin = temperature_kelvin(temperature)
+        return [float(s) * kelvin * unit.kelvin for s in self.temperature_factors]
+
+    def sample(self, n, temperature, generator=None, reference_positions=None):
+        """n candidates from the mixture with their exact log q_mix (NaN: invalid draw).
+
+        Returns
+        -------
+        positions : numpy.ndarray, (n, N, 3), nm
+        log_q : numpy.ndarray, (n,)
+        """
+        positions, valid = self._draw(n, temperature, generator, reference_positions)
+        log_q = np.full(n, np.nan)
+        if valid.any():
+            log_q[valid] = self.log_prob(positions[valid], temperature)
+        return positions, log_q
+
+    def sample_and_score(self, n, temperature, current_positions, generator=None):
+        """Candidates, their log q_mix, and the current state's, encoded in one batch per component."""
+        candidates, valid = self._draw(n, temperature, generator, current_positions)
+        current = np.asarray(current_positions, dtype=np.float64)[None]
+        chosen = np.concatenate([current, candidates[valid]])
+        log_q = self.log_prob(chosen, temperature)
+        log_q_candidates = np.full(n, np.nan)
+        log_q_candidates[valid] = log_q[1:]
+        return candidates, log_q_candidates, float(log_q[0])
+
+    def log_prob(self, positions, temperature):
+        """log q_mix = logsumexp_k (log c_k + log q(x | s_k T)); NaN outside the support.
+
+        Parameters
+        ----------
+        positions : array_like, (n, N, 3), nm
+        temperature : openmm.unit.Quantity
+
+        Returns
+        -------
+        numpy.ndarray, (n,)
+        """
+        terms = np.stack([log_c + np.asarray(self.model.log_prob(positions, t), dtype=np.float64)
+                          for log_c, t in zip(self.log_weights, self.component_temperatures(temperature))])
+        terms = np.where(np.isfinite(terms), terms, -np.inf)
+        top = terms.max(axis=0)
+        finite = np.isfinite(top)
+        total = np.full(terms.shape[1], np.nan)
+        total[finite] = top[finite] + np.log(np.exp(terms[:, finite] - top[finite]).sum(axis=0))
+        return total
+
+    def relabel(self, positions, rng):
+        """The wrapped model's relabelling of symmetric atom groups (identity without one)."""
+        relabel = getattr(self.model, "relabel", None)
+        return np.asarray(positions) if relabel is None else relabel(positions, rng)
+
+    def _draw(self, n, temperature, generator, reference_positions):
+        """Positions from randomly chosen components, and which draws are valid."""
+        if generator is None:
+            generator = torch.Generator()
+            generator.seed()
+        component = torch.multinomial(torch.as_tensor(np.exp(self.log_weights)), n, replacement=True,
+                                      generator=generator).numpy()
+        positions, valid = [None] * n, np.zeros(n, dtype=bool)
+        for k, t in enumerate(self.component_temperatures(temperature)):
+            rows = np.flatnonzero(component == k)
+            if len(rows) == 0:
+                continue
+            drawn, ok = self._draw_component(len(rows), t, generator, reference_positions)
+            for row, x in zip(rows, drawn):
+                positions[row] = x
+            valid[rows] = ok
+        return np.stack(positions).astype(np.float64), valid
+
+    def _draw_component(self, n, temperature, generator, reference_positions):
+        draw = getattr(self.model, "draw", None)
+        if draw is not None:
+            return draw(n, temperature, generator=generator, reference_positions=reference_positions)
+        positions, log_q = self.model.sample(n, temperature, generator=generator, reference_positions=reference_positions)
+        return np.asarray(positions, dtype=np.float64), np.isfinite(log_q)
