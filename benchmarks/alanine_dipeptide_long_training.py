@@ -146,7 +146,8 @@ def prepare(args):
     thermodynamic_state = states.ThermodynamicState(source.system, args.temperature * unit.kelvin)
     sampler_state = states.SamplerState(unit.Quantity(frames[0].numpy(), unit.nanometer))
     u = reduced_potentials(thermodynamic_state, sampler_state, frames.numpy())
-    phi, _ = backbone_dihedrals(frames.numpy(), _topology(source.system))
+    topology = _topology(source.system)
+    phi, _ = backbone_dihedrals(frames.numpy(), topology)
     model = source.settings["model"]
     np.savez(os.path.join(args.output, "features.npz"),
              train_z=train_z.numpy().astype(np.float16), train_kelvin=train_kelvin.astype(np.float32),
@@ -154,7 +155,7 @@ def prepare(args):
              held_out_reduced_potential=u, held_out_phi=phi[:, 0], target_kelvin=args.temperature,
              sigma_min=model.sigma_min, sigma_max=model.sigma_max, n_steps=model.n_steps,
              temperature_max_frequency=model.temperature_max_frequency)
-    phi_train, _ = backbone_dihedrals(train[0], _topology(source.system))
+    phi_train, _ = backbone_dihedrals(train[0], topology)
     info = {"command": _command("prepare"), "source_run": os.path.abspath(args.from_run), "source_iteration": iteration,
             "train_frames_used": int(keep.sum()), "train_frames_outside_rotor_windows": int((~keep).sum()),
             "held_out_frames": len(picks),
@@ -249,7 +250,8 @@ def score(args):
     from openmm_ddpm.sampler import load_exported_model
     from openmmtools import testsystems
 
-    system = testsystems.AlanineDipeptideVacuum(constraints=None).system
+    test_system = testsystems.AlanineDipeptideVacuum(constraints=None)
+    system = test_system.system
     skeleton = load_exported_model(os.path.join(args.prepared, "representation.pt"), system)
     representation = skeleton.representation
     coordinates = representation.coordinates
@@ -277,9 +279,7 @@ def score(args):
                                np.where(valid.numpy()[:, None, None], positions, np.nan))
         log_w = np.where(valid.numpy(), -u - log_q.numpy(), -np.inf)
         log_w[~np.isfinite(log_w)] = -np.inf
-        phi = np.full(n, np.nan)
-        finite = np.isfinite(positions).all(axis=(1, 2))
-        phi[finite] = backbone_dihedrals(positions[finite], _topology(system))[0][:, 0]
+        phi = backbone_dihedrals(positions, test_system.topology)[0][:, 0]  # NaN for invalid (NaN) positions
         positive = np.nan_to_num(phi) > 0
         p, p_error, ess = reweighted_expectation(log_w, positive.astype(float))
         row = {"temperature_kelvin": kelvin, "simulated_by_the_run": bool(np.isclose(kelvin, float(data["target_kelvin"]))),

@@ -32,6 +32,8 @@ import torch
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
+from openmm_ddpm.mixture import mixture_log_density  # noqa: E402
+
 
 def parse(argv):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -87,8 +89,8 @@ def main(argv=None):
     u_pool = [reduced_potentials(thermodynamic_state, sampler_state, np.where(np.isfinite(s[0])[:, None, None], p, np.nan))
               for p, s in zip(pools, log_q_pool)]
     u_held = reduced_potentials(thermodynamic_state, sampler_state, held_out)
-    phi_pool = [_phi(p, test_system.topology) for p in pools]
-    phi_held = _phi(held_out, test_system.topology)
+    phi_pool = [np.degrees(backbone_dihedrals(p, test_system.topology)[0][:, 0]) for p in pools]  # NaN where invalid
+    phi_held = np.degrees(backbone_dihedrals(held_out, test_system.topology)[0][:, 0])
     negative = phi_held < 0
 
     rows = []
@@ -111,11 +113,10 @@ def main(argv=None):
 
 def _evaluate(members, temperatures, log_q_pool, u_pool, phi_pool, log_q_held, u_held, negative, expected_mh_acceptance):
     """Expected acceptance and phi < 0 -> phi > 0 rate of the equal-weight mixture of the member pools."""
-    log_c = -np.log(len(members))
+    log_weights = np.full(len(members), -np.log(len(members)))
 
-    def mix(scores):  # log q_mix; NaN (outside the domain) becomes -inf
-        terms = np.nan_to_num(np.stack([log_c + scores[j] for j in members]), nan=-np.inf)
-        return np.logaddexp.reduce(terms, axis=0)
+    def mix(scores):  # log q_mix of the equal-weight mixture of the members
+        return mixture_log_density(scores[list(members)], log_weights)
 
     log_w_y = np.concatenate([-u_pool[k] - mix(log_q_pool[k]) for k in members])
     phi_y = np.concatenate([phi_pool[k] for k in members])
@@ -130,16 +131,6 @@ def _evaluate(members, temperatures, log_q_pool, u_pool, phi_pool, log_q_held, u
             "candidates_alpha_L_share": float(np.mean((phi_y > 0) & (phi_y < 120))),
             "accepted_into_phi_positive_per_proposal": float(into_positive.mean()),
             "outside_domain_fraction": float(np.mean(~np.isfinite(log_w_y)))}
-
-
-def _phi(positions, topology):
-    from openmm_ddpm.analysis import backbone_dihedrals
-
-    phi = np.full(len(positions), np.nan)
-    finite = np.isfinite(positions).all(axis=(1, 2))
-    if finite.any():
-        phi[finite] = np.degrees(backbone_dihedrals(positions[finite], topology)[0][:, 0])
-    return phi
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ instead of one.
 import numpy as np
 import torch
 from openmm import unit
+from scipy.special import logsumexp
 
 from openmm_ddpm.model import temperature_kelvin
 
@@ -92,14 +93,8 @@ class TemperatureMixture:
         -------
         numpy.ndarray, (n,)
         """
-        terms = np.stack([log_c + np.asarray(self.model.log_prob(positions, t), dtype=np.float64)
-                          for log_c, t in zip(self.log_weights, self.component_temperatures(temperature))])
-        terms = np.where(np.isfinite(terms), terms, -np.inf)
-        top = terms.max(axis=0)
-        finite = np.isfinite(top)
-        total = np.full(terms.shape[1], np.nan)
-        total[finite] = top[finite] + np.log(np.exp(terms[:, finite] - top[finite]).sum(axis=0))
-        return total
+        components = np.stack([self.model.log_prob(positions, t) for t in self.component_temperatures(temperature)])
+        return mixture_log_density(components, self.log_weights)
 
     def relabel(self, positions, rng):
         """The wrapped model's relabelling of symmetric atom groups (identity without one)."""
@@ -113,16 +108,16 @@ class TemperatureMixture:
             generator.seed()
         component = torch.multinomial(torch.as_tensor(np.exp(self.log_weights)), n, replacement=True,
                                       generator=generator).numpy()
-        positions, valid = [None] * n, np.zeros(n, dtype=bool)
+        positions, valid = None, np.zeros(n, dtype=bool)
         for k, t in enumerate(self.component_temperatures(temperature)):
             rows = np.flatnonzero(component == k)
             if len(rows) == 0:
                 continue
-            drawn, ok = self._draw_component(len(rows), t, generator, reference_positions)
-            for row, x in zip(rows, drawn):
-                positions[row] = x
-            valid[rows] = ok
-        return np.stack(positions).astype(np.float64), valid
+            drawn, valid[rows] = self._draw_component(len(rows), t, generator, reference_positions)
+            if positions is None:
+                positions = np.empty((n,) + drawn.shape[1:])
+            positions[rows] = drawn
+        return positions, valid
 
     def _draw_component(self, n, temperature, generator, reference_positions):
         draw = getattr(self.model, "draw", None)
@@ -130,3 +125,25 @@ class TemperatureMixture:
             return draw(n, temperature, generator=generator, reference_positions=reference_positions)
         positions, log_q = self.model.sample(n, temperature, generator=generator, reference_positions=reference_positions)
         return np.asarray(positions, dtype=np.float64), np.isfinite(log_q)
+
+
+def mixture_log_density(component_log_q, log_weights):
+    """log sum_k c_k q_k per point, from each component's log q; NaN where no component has support.
+
+    Parameters
+    ----------
+    component_log_q : array_like, (K, n)
+        log q_k of n points under K components (NaN or -inf: outside that component's support).
+    log_weights : array_like, (K,)
+        log c_k, normalized.
+
+    Returns
+    -------
+    numpy.ndarray, (n,)
+    """
+    terms = np.asarray(log_weights, dtype=np.float64)[:, None] + np.asarray(component_log_q, dtype=np.float64)
+    terms = np.where(np.isfinite(terms), terms, -np.inf)
+    total = np.full(terms.shape[1], np.nan)
+    supported = np.isfinite(terms).any(axis=0)
+    total[supported] = logsumexp(terms[:, supported], axis=0)
+    return total
