@@ -84,9 +84,10 @@ def make_sampler(args):
         model=dict(width=args.width, depth=args.depth, n_steps=args.model_steps, sigma_min=args.sigma_min),
         training=dict(train_steps=args.train_steps, min_buffer_frames=2000, stream_stride=args.stream_stride,
                       buffer_capacity=400_000, final_learning_rate=args.final_learning_rate,
-                      ema_decay=args.ema_decay),
+                      ema_decay=args.ema_decay, refine_steps=args.refine_steps),
         proposals=dict(target_states=[0], n_candidates=args.n_candidates, min_training_steps=args.min_training_steps,
-                       propose_interval=args.propose_interval, seed=args.seed),
+                       propose_interval=args.propose_interval, seed=args.seed,
+                       temperature_factors=tuple(args.temperature_factors)),
         freeze_after=args.freeze_after,
     )
 
@@ -245,6 +246,11 @@ def main(argv=None):
     parser.add_argument("--final-learning-rate", type=float, default=1e-5,
                         help="learning rate at the freeze, cosine decay from 1e-3 (offline benchmark: expected "
                              "acceptance 0.33 -> 0.43 at 15k steps); 0 keeps it constant")
+    parser.add_argument("--refine-steps", type=int, default=0,
+                        help="optimizer steps on the whole buffer at the freeze (a long-trained model reweights "
+                             "correctly at never-simulated temperatures: ~200k steps, 40 min on one CPU core)")
+    parser.add_argument("--temperature-factors", type=float, nargs="+", default=[1.0],
+                        help="propose from the model at these multiples of 300 K, mixed (e.g. 1.0 1.27); exact")
     parser.add_argument("--relative-sibling-torsions", action="store_true",
                         help="sibling torsions relative to the first sibling (measured no better, more candidates "
                              "outside the domain)")

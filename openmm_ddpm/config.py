@@ -134,6 +134,16 @@ class OnlineTrainingSettings(_Settings):
         weights sit in a minimum instead of on the noise of a constant
         step. None (default) keeps the rate constant; ignored without
         ``freeze_after``.
+    refine_steps : int
+        Optimizer steps on the whole buffer at the freeze, before the
+        production phase (``OnlineDDPM.refine``): the buffer is featurized
+        once and the learning rate restarts from ``learning_rate`` with a
+        cosine decay over these steps. Online rounds see each frame a few
+        times while the stream grows; this lets the frozen model fit the
+        whole adaptive phase (alanine dipeptide: ~200k steps are what
+        reweighting at never-simulated temperatures needed). 0 (default):
+        none. Exact either way: the frozen model depends on the adaptive
+        phase only.
     """
 
     train_interval: int = 1
@@ -146,8 +156,11 @@ class OnlineTrainingSettings(_Settings):
     stream_stride: int = 50
     target_fraction: float = None
     final_learning_rate: float = None
+    refine_steps: int = 0
 
     def __post_init__(self):
+        if self.refine_steps < 0:
+            raise ValueError(f"refine_steps must be >= 0, got {self.refine_steps}")
         if min(self.train_interval, self.train_steps, self.batch_size, self.buffer_capacity, self.stream_stride) < 1:
             raise ValueError("intervals, steps, sizes and stride must be >= 1")
         if self.target_fraction is not None and not 0.0 < self.target_fraction <= 1.0:

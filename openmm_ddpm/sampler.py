@@ -113,12 +113,65 @@ class OnlineDDPM:
             self.trainer.set_learning_rate(cosine_learning_rate(progress, training.learning_rate,
                                                                 training.final_learning_rate))
         subset = self._training_subset(temperatures)
+        features, kelvin = self._features(positions[subset], temperatures[subset])
+        return self.trainer.step(features, kelvin, training.train_steps)
+
+    def _features(self, positions, temperatures, chunk=20_000):
+        """Standardized features and temperatures (K) of frames, relabelled into the rotor windows.
+
+        Frames no relabelling brings into the rotor windows are dropped.
+        Works in chunks of ``chunk`` frames to bound the float64 memory.
+        """
         coordinates = self.representation.coordinates
-        chosen = coordinates.relabel(positions[subset].astype(np.float64), self.relabel_rng)
-        raw, _ = coordinates.forward(chosen)
-        keep = coordinates.in_domain(raw)  # drops frames no relabelling brings into the rotor windows
-        features, _ = self.representation.standardizer.forward(raw[keep])
-        return self.trainer.step(features, torch.as_tensor(temperatures[subset])[keep], training.train_steps)
+        parts, kelvins = [], []
+        for start in range(0, len(positions), chunk):
+            chosen = coordinates.relabel(positions[start:start + chunk].astype(np.float64), self.relabel_rng)
+            raw, _ = coordinates.forward(chosen)
+            keep = coordinates.in_domain(raw)
+            features, _ = self.representation.standardizer.forward(raw[keep])
+            parts.append(features.to(torch.float32))
+            kelvins.append(torch.as_tensor(temperatures[start:start + chunk])[keep])
+        return torch.cat(parts), torch.cat(kelvins)
+
+    def refine(self, n_steps, report_every=5000):
+        """Train ``n_steps`` more optimizer steps on the whole buffer, then refresh the proposal model.
+
+        The buffer is featurized once (relabelled into the rotor windows);
+        the learning rate restarts at ``learning_rate`` and decays along a
+        cosine to ``final_learning_rate`` (``learning_rate / 100`` if that
+        is None) over the ``n_steps``. The sampler calls this at the freeze
+        (setting ``refine_steps``): the frozen model then depends on the
+        adaptive phase only, so the production phase stays exact.
+        ``refine_proposal_model`` calls it on a finished run.
+
+        Parameters
+        ----------
+        n_steps : int
+        report_every : int
+            Optimizer steps between progress lines in the log.
+
+        Returns
+        -------
+        float
+            Mean training loss of the last ``report_every`` steps.
+        """
+        training = self.settings["training"]
+        if self.trainer is None:
+            raise ValueError("nothing to refine: the model has not been trained yet")
+        final = training.final_learning_rate or training.learning_rate / 100.0
+        start = time.perf_counter()
+        features, kelvin = self._features(*self.buffer.arrays())
+        logger.info(f"refining on {len(features)} frames for {n_steps} steps "
+                    f"(featurized in {time.perf_counter() - start:.0f} s)")
+        loss, done = float("nan"), 0
+        while done < n_steps:
+            chunk = min(report_every, n_steps - done)
+            self.trainer.set_learning_rate(cosine_learning_rate(done / n_steps, training.learning_rate, final))
+            loss = self.trainer.step(features, kelvin, chunk)
+            done += chunk
+            logger.info(f"refinement: {done}/{n_steps} steps, loss {loss:.3f}, {time.perf_counter() - start:.0f} s")
+        self.refresh_proposal_model()
+        return loss
 
     def _training_subset(self, temperatures):
         """Indices of the frames this round featurizes: as many as its minibatches can use,
@@ -399,14 +452,17 @@ class _DDPMSamplerMixin:
     def _train_if_due(self, phase):
         ddpm = self._ddpm
         if phase == PHASE_PRODUCTION:
+            loss = float("nan")
             if not ddpm.frozen and ddpm.trainer is not None:
+                if self._training.refine_steps > 0:
+                    loss = ddpm.refine(self._training.refine_steps)
                 ddpm.frozen = True
                 ddpm.refresh_proposal_model()
                 logger.info(f"iteration {self._iteration}: model frozen for the production phase")
                 if ddpm.trainer.n_steps_done < self._proposals.min_training_steps:
                     logger.warning(f"the model froze after {ddpm.trainer.n_steps_done} training steps, fewer than "
                                    f"min_training_steps={self._proposals.min_training_steps}; it proposes anyway")
-            return float("nan")
+            return loss
         if self._iteration % self._training.train_interval != 0:
             return float("nan")
         progress = None if self._freeze_after is None else self._iteration / max(self._freeze_after, 1)
