@@ -43,6 +43,7 @@ Run:  python examples/alanine_dipeptide.py [--solvent vacuum|implicit] [--iterat
 """
 import argparse
 import json
+import logging
 import os
 import sys
 import time
@@ -265,6 +266,8 @@ def main(argv=None):
     if not 0 < args.freeze_after < args.iterations:
         parser.error("need 0 < --freeze-after < --iterations")
     torch.set_num_threads(1)
+    logging.basicConfig(format="%(message)s")
+    logging.getLogger("openmm_ddpm.sampler").setLevel(logging.INFO)  # refinement and freeze; every 25th iteration
     platform_name = "Reference" if args.solvent == "vacuum" else "CPU"  # measured fastest for 22 atoms
     cache.global_context_cache.platform = openmm.Platform.getPlatformByName(platform_name)
     os.makedirs(args.output, exist_ok=True)

@@ -56,6 +56,7 @@ _SETTINGS = {
 }
 PHASE_ADAPTIVE, PHASE_PRODUCTION = 0, 1
 CHECKPOINTS_KEPT = 3
+PROGRESS_INTERVAL = 25  # iterations between progress lines at INFO (DEBUG in between)
 
 
 class OnlineDDPM:
@@ -442,7 +443,8 @@ class _DDPMSamplerMixin:
     def _log_progress(self, statistics):
         phase = "production" if statistics["ddpm_phase"] == PHASE_PRODUCTION else "adaptive"
         proposed = statistics["ddpm_n_candidates"] > 0
-        logger.info(
+        level = logging.INFO if self._iteration % PROGRESS_INTERVAL == 0 else logging.DEBUG
+        logger.log(level, 
             f"DDPM iteration {self._iteration} ({phase}): buffer {statistics['ddpm_buffer_frames']} frames, "
             f"{statistics['ddpm_training_steps']} training steps, loss {statistics['ddpm_training_loss']:.3f}, "
             + (f"{statistics['ddpm_n_accepted']} accepted / {len(self._proposals.target_states)} proposals, "
