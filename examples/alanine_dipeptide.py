@@ -19,8 +19,10 @@ What it does:
 1. runs ``DDPMParallelTemperingSampler`` with internal coordinates (rotor
    symmetry for the three methyl groups), training online while streaming a
    frame every 10 fs from every replica; the model is frozen after
-   ``--freeze-after`` iterations, and the production phase proposes at 300 K
-   with K candidates per move;
+   ``--freeze-after`` iterations (after ``--refine-steps`` more optimizer
+   steps on the whole buffer, if asked), and the production phase proposes
+   at 300 K with K candidates per move (from the model at 300 K, or from a
+   mixture over ``--temperature-factors``);
 2. reports, over the production phase at 300 K: MH acceptance, ESS fraction,
    fraction of candidates outside the domain, accepted moves that change the
    phi basin per proposal, and the train/held-out gap in mean log w;
