@@ -12,12 +12,7 @@ the run's chain used; it serves reweighting and generation (importance
 sampling is consistent for any proposal density that covers the target),
 never a retroactive change of the run's proposals.
 """
-import logging
-import time
-
 from openmm_ddpm.sampler import export_proposal_model, load_proposal_model
-
-logger = logging.getLogger(__name__)
 
 
 def refine_proposal_model(storage, n_steps, output):
@@ -47,7 +42,5 @@ def refine_proposal_model(storage, n_steps, output):
     if int(n_steps) < 1:
         raise ValueError(f"n_steps must be >= 1, got {n_steps}")
     _, ddpm, iteration = load_proposal_model(storage)
-    start = time.perf_counter()
-    ddpm.refine(int(n_steps))
-    logger.info(f"refined the model of iteration {iteration} by {n_steps} steps in {time.perf_counter() - start:.0f} s")
+    ddpm.refine(int(n_steps))  # logs its progress
     return ddpm.proposal_model, export_proposal_model(ddpm, output, iteration)

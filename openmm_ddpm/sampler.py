@@ -141,8 +141,8 @@ class OnlineDDPM:
         the learning rate restarts at ``learning_rate`` and decays along a
         cosine to ``final_learning_rate`` (``learning_rate / 100`` if that
         is None) over the ``n_steps``. The sampler calls this at the freeze
-        (setting ``refine_steps``): the frozen model then depends on the
-        adaptive phase only, so the production phase stays exact.
+        (setting ``refine_steps``): the frozen model then depends only on
+        the run's past at the freeze, so the production phase stays exact.
         ``refine_proposal_model`` calls it on a finished run.
 
         Parameters
@@ -444,7 +444,7 @@ class _DDPMSamplerMixin:
         phase = "production" if statistics["ddpm_phase"] == PHASE_PRODUCTION else "adaptive"
         proposed = statistics["ddpm_n_candidates"] > 0
         level = logging.INFO if self._iteration % PROGRESS_INTERVAL == 0 else logging.DEBUG
-        logger.log(level, 
+        logger.log(level,
             f"DDPM iteration {self._iteration} ({phase}): buffer {statistics['ddpm_buffer_frames']} frames, "
             f"{statistics['ddpm_training_steps']} training steps, loss {statistics['ddpm_training_loss']:.3f}, "
             + (f"{statistics['ddpm_n_accepted']} accepted / {len(self._proposals.target_states)} proposals, "
@@ -457,9 +457,10 @@ class _DDPMSamplerMixin:
             loss = float("nan")
             if not ddpm.frozen and ddpm.trainer is not None:
                 if self._training.refine_steps > 0:
-                    loss = ddpm.refine(self._training.refine_steps)
+                    loss = ddpm.refine(self._training.refine_steps)  # refreshes the proposal model
+                else:
+                    ddpm.refresh_proposal_model()
                 ddpm.frozen = True
-                ddpm.refresh_proposal_model()
                 logger.info(f"iteration {self._iteration}: model frozen for the production phase")
                 if ddpm.trainer.n_steps_done < self._proposals.min_training_steps:
                     logger.warning(f"the model froze after {ddpm.trainer.n_steps_done} training steps, fewer than "
