@@ -57,8 +57,8 @@ from openmm import unit
 from openmmtools import cache, multistate, states, testsystems
 
 from openmm_ddpm.analysis import (backbone_dihedrals, basin_free_energy_difference_kt, expected_mh_acceptance,
-                                  generate_at_temperature, log_weight_gap, mbar_expectations, population_free_energy_kt,
-                                  reweighted_expectation)
+                                  generate_at_temperature, log_weight_gap, mbar_expectations, mean_with_correlated_error,
+                                  population_free_energy_kt, reweighted_expectation)
 from openmm_ddpm.buffer import StreamingLangevinMove
 from openmm_ddpm.plots import plot_free_energy_surfaces, plot_proposal_statistics
 from openmm_ddpm.sampler import (DDPMParallelTemperingSampler, export_proposal_model, load_proposal_model,
@@ -137,6 +137,25 @@ def production_summary(storage, freeze_after, n_candidates):
     }
 
 
+def streamed_basin_populations(ddpm, topology):
+    """P(phi > 0) per temperature from every frame the MD streamed (the buffer), oldest first.
+
+    Many more frames than storage keeps (one every ``--stream-stride`` MD
+    steps instead of one per iteration), so a basin that a short run visits
+    rarely is still counted; they are strongly correlated, and the error bar
+    (statistical inefficiency) says how much they are worth.
+    """
+    positions, kelvins = ddpm.buffer.arrays()
+    phi = phi_of(positions, topology)
+    rows = []
+    for kelvin in np.unique(kelvins):
+        in_basin = phi[kelvins == kelvin] > 0
+        p, p_error, g = mean_with_correlated_error(in_basin)
+        rows.append({"temperature_kelvin": float(kelvin), "frames": int(in_basin.size), "p": p, "p_error": p_error,
+                     "statistical_inefficiency": g})
+    return rows
+
+
 def basin_estimates(storage, molecule, first_iteration, unsimulated_kelvin, output):
     """Per-state and MBAR P(phi > 0) and dF over the production phase; writes the FES figure."""
     iterations, positions = read_state_trajectories(storage, first_iteration=first_iteration)
@@ -149,6 +168,7 @@ def basin_estimates(storage, molecule, first_iteration, unsimulated_kelvin, outp
                  for k in range(n_states)]
     for k, entry in enumerate(per_state):
         entry["samples_in_phi_positive"] = int(np.sum(phi[:, k] > 0))  # below ~10 the error bars mean little
+        entry["samples"] = int(n)
     reduced = read_reduced_potentials(storage, first_iteration=first_iteration)
     mbar = mbar_expectations(reduced, phi > 0, temperatures, [unsimulated_kelvin])
     for entry, mean, error in zip(per_state, mbar["mean"], mbar["error"]):
@@ -216,6 +236,9 @@ def print_report(summary):
     if reference is not None:
         print(f"  reference dF {reference['df_300K_kT']:.2f} +- {reference['df_300K_error_kT']:.2f} kT: MBAR deviation "
               f"{deviation(state0['df_mbar_kT'], state0['df_mbar_error_kT'], reference['df_300K_kT'], reference['df_300K_error_kT']):.1f} sigma")
+    print("\nP(phi > 0) per temperature from every streamed MD frame (whole run): " + ", ".join(
+        f"{row['temperature_kelvin']:.0f} K {row['p']:.4f} +- {row['p_error']:.4f}"
+        for row in summary["streamed_frames_p_phi_positive"]))
     generation = summary["generation"]
     print(f"\n{generation['temperature_kelvin']:.1f} K (never simulated): reweighted model P(phi>0) "
           f"{generation['p_reweighted']:.4f} +- {generation['p_reweighted_error']:.4f} "
@@ -259,7 +282,10 @@ def main(argv=None):
                              "outside the domain)")
     parser.add_argument("--generated-samples", type=int, default=1024)
     parser.add_argument("--gap-frames", type=int, default=200, help="frames per group of the log w gap")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--platform", default=None,
+                        help="OpenMM platform of the MD (default: Reference in vacuum, where it is fastest for 22 "
+                             "atoms; CPU in implicit solvent)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of training and of the proposals")
     parser.add_argument("--output", default="alanine_dipeptide_output")
     parser.add_argument("--analyze-only", action="store_true",
                         help="analyse the finished run in --output again (same run arguments) instead of simulating")
@@ -270,8 +296,9 @@ def main(argv=None):
     torch.set_num_threads(1)
     logging.basicConfig(format="%(message)s")
     logging.getLogger("openmm_ddpm.sampler").setLevel(logging.INFO)  # refinement and freeze; every 25th iteration
-    platform_name = "Reference" if args.solvent == "vacuum" else "CPU"  # measured fastest for 22 atoms
-    cache.global_context_cache.platform = openmm.Platform.getPlatformByName(platform_name)
+    if args.platform is None:
+        args.platform = "Reference" if args.solvent == "vacuum" else "CPU"  # measured fastest for 22 atoms
+    cache.global_context_cache.platform = openmm.Platform.getPlatformByName(args.platform)
     os.makedirs(args.output, exist_ok=True)
     storage = os.path.join(args.output, "run.nc")
     molecule = make_molecule(args.solvent)
@@ -323,6 +350,7 @@ def analyze(storage, molecule, args, argv, learned, counts, wall):
         "log_w_gap": gap, "mean_log_w_300K": means,
         "generation": generation_at(model, molecule, args.unsimulated_temperature, args.generated_samples, args.seed),
         "basins": basin_estimates(storage, molecule, args.freeze_after + 1, args.unsimulated_temperature, args.output),
+        "streamed_frames_p_phi_positive": streamed_basin_populations(ddpm, molecule.topology),
         "reference": reference_values(args.solvent, args.unsimulated_temperature),
     }
 

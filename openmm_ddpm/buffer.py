@@ -88,16 +88,33 @@ class StreamingLangevinMove(mcmc.LangevinDynamicsMove):
     ----------
     stream_stride : int
         MD steps between recorded frames; must divide ``n_steps``.
+    random_seed : int, optional
+        Seed of the Langevin integrator's random numbers, for a reproducible
+        run. OpenMM seeds a random-number stream when a Context is created,
+        so with a seed every Context the move creates starts the same
+        stream; with openmmtools' context cache one Context serves every
+        temperature, and its stream runs on across the whole run. None
+        (default): OpenMM picks a fresh seed for each Context.
     **kwargs
         As ``openmmtools.mcmc.LangevinDynamicsMove``.
     """
 
-    def __init__(self, stream_stride=50, **kwargs):
+    def __init__(self, stream_stride=50, random_seed=None, **kwargs):
         super().__init__(**kwargs)
         if stream_stride < 1 or self.n_steps % stream_stride != 0:
             raise ValueError(f"stream_stride ({stream_stride}) must be >= 1 and divide n_steps ({self.n_steps})")
+        if random_seed is not None and not 0 < int(random_seed) < 2**31:
+            raise ValueError(f"random_seed must be None or an integer in [1, 2**31), got {random_seed} "
+                             "(0 asks OpenMM for a random seed)")
         self.stream_stride = int(stream_stride)
+        self.random_seed = None if random_seed is None else int(random_seed)
         self.streamed_frames = []
+
+    def _get_integrator(self, thermodynamic_state):
+        integrator = super()._get_integrator(thermodynamic_state)
+        if self.random_seed is not None:
+            integrator.setRandomNumberSeed(self.random_seed)
+        return integrator
 
     def apply(self, thermodynamic_state, sampler_state, context_cache=None):
         n_steps, reassign = self.n_steps, self.reassign_velocities
@@ -118,10 +135,12 @@ class StreamingLangevinMove(mcmc.LangevinDynamicsMove):
     def __getstate__(self):
         serialization = super().__getstate__()
         serialization["stream_stride"] = self.stream_stride
+        serialization["random_seed"] = self.random_seed
         return serialization
 
     def __setstate__(self, serialization):
         serialization = dict(serialization)
         self.stream_stride = serialization.pop("stream_stride")
+        self.random_seed = serialization.pop("random_seed", None)
         super().__setstate__(serialization)
         self.streamed_frames = []

@@ -188,7 +188,7 @@ class ProposalSettings(_Settings):
         frozen (``freeze_after``) it proposes regardless, with a warning if
         it froze before reaching this count.
     seed : int
-        Seed of training minibatches and of every proposal's randomness.
+        Seed of the network's initial weights, of training minibatches and of every proposal's randomness.
     temperature_factors : tuple of float
         Candidates for a state at T come from the model's conditionals at
         s_k T, mixed (``openmm_ddpm.mixture.TemperatureMixture``); (1.0,),

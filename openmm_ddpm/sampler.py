@@ -205,8 +205,10 @@ class OnlineDDPM:
         else:
             self.representation = Representation(coordinates, standardizer)
         model = self.settings["model"]
-        network = ConditionedMLP(coordinates.n_features, width=model.width, depth=model.depth,
-                                 temperature_max_frequency=model.temperature_max_frequency).to(self.device)
+        with torch.random.fork_rng(devices=[]):  # initial weights from the settings' seed, global RNG untouched
+            torch.manual_seed(self.settings["proposals"].seed)
+            network = ConditionedMLP(coordinates.n_features, width=model.width, depth=model.depth,
+                                     temperature_max_frequency=model.temperature_max_frequency).to(self.device)
         diffusion = EDMDiffusion(network, model.diffusion_settings())
         training = self.settings["training"]
         optimizer_settings = TrainingSettings(

@@ -6,7 +6,7 @@ import openmm
 import pytest
 import torch
 from openmm import unit
-from openmmtools import states, utils
+from openmmtools import cache, states, utils
 
 from openmm_ddpm.buffer import ReplayBuffer, StreamingLangevinMove
 from openmm_ddpm.checkpoint import (checkpoint_path, list_checkpoints, load_verified, prune_checkpoints,
@@ -48,6 +48,23 @@ def test_streaming_move_records_every_stride_and_serializes(double_well):
     assert isinstance(restored, StreamingLangevinMove) and restored.stream_stride == 25 and restored.n_steps == 100
     with pytest.raises(ValueError, match="divide"):
         StreamingLangevinMove(stream_stride=30, n_steps=100)
+
+
+def test_seeded_streaming_move_reproduces_its_trajectory(double_well):
+    def frames(seed):
+        move = StreamingLangevinMove(stream_stride=25, n_steps=100, timestep=2.0 * unit.femtosecond, random_seed=seed)
+        thermodynamic_state = states.ThermodynamicState(double_well.system, 300 * unit.kelvin)
+        sampler_state = states.SamplerState(double_well.minimum_positions(0))
+        move.apply(thermodynamic_state, sampler_state, cache.ContextCache())  # a fresh Context each time
+        return move.pop_frames()
+
+    assert np.array_equal(frames(17), frames(17))
+    assert not np.allclose(frames(17), frames(18))
+    assert not np.allclose(frames(None), frames(None))  # unseeded: OpenMM draws a seed per Context
+    restored = utils.deserialize(utils.serialize(StreamingLangevinMove(stream_stride=25, n_steps=100, random_seed=17)))
+    assert restored.random_seed == 17
+    with pytest.raises(ValueError, match="random_seed"):
+        StreamingLangevinMove(stream_stride=25, n_steps=100, random_seed=0)
 
 
 def test_checkpoint_round_trip_hash_and_pruning(tmp_path):
