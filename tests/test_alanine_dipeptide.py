@@ -78,11 +78,13 @@ def test_short_augmented_run_on_alanine_dipeptide(tmp_path):
         own_error = max(entry["p_error"], binomial_error(max(entry["p"], entry["p_mbar"]), entry["samples"]))
         assert abs(entry["p_mbar"] - entry["p"]) < 4 * np.hypot(own_error, entry["p_mbar_error"])
     # 786 K, a state of the 6-replica reference ladder but not of this run's 4: MBAR over the run's states
-    # agrees with the reference run at that temperature
+    # agrees with the reference run at that temperature (its error floored likewise: MBAR there draws on the
+    # samples of the two neighbouring states, 669 and 1000 K)
     p_reference = reference["p_phi_positive_per_state"][4]
     p_reference_error = reference["p_phi_positive_error_per_state"][4]
     unsimulated = summary["basins"]["unsimulated"]
-    assert abs(unsimulated["p_mbar"] - p_reference) < 4 * np.hypot(unsimulated["p_mbar_error"], p_reference_error)
+    mbar_error = max(unsimulated["p_mbar_error"], binomial_error(p_reference, 2 * hot["samples"]))
+    assert abs(unsimulated["p_mbar"] - p_reference) < 4 * np.hypot(mbar_error, p_reference_error)
     # model samples there carry weights; this short run's model is too rough (ESS ~10 %, measured 26-55 of
     # 256-512) for its reweighted estimate to be held to the reference: a self-normalised estimate from a
     # proposal that under-represents the phi > 0 basin is biased low until the ESS is large
