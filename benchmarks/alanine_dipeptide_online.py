@@ -47,7 +47,7 @@ def main(argv=None):
     summary["command"] = command
     summary.update(package_version=__version__, torch=torch.__version__, openmm=openmm.__version__,
                    machine=f"{platform.machine()}, {os.cpu_count()} cores, torch threads 1, "
-                           f"OpenMM {'Reference' if solvent == 'vacuum' else 'CPU'} platform")
+                           f"OpenMM {summary['platform']} platform")
     output = os.path.join(HERE, "results", f"alanine_dipeptide_online_{solvent}{'_' + tag if tag else ''}.json")
     with open(output, "w") as stream:
         json.dump(summary, stream, indent=2)

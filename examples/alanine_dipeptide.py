@@ -343,7 +343,7 @@ def analyze(storage, molecule, args, argv, learned, counts, wall):
         "command": "python " + " ".join([os.path.relpath(__file__, os.path.dirname(HERE))] + (argv if argv is not None else sys.argv[1:])),
         "solvent": args.solvent, "temperatures_kelvin": [t.value_in_unit(unit.kelvin) for t in TEMPERATURES],
         "iterations": args.iterations, "freeze_after": args.freeze_after, "n_candidates": args.n_candidates,
-        "md_steps_per_iteration": args.md_steps, "frames_streamed": int(ddpm.buffer.n_added),
+        "md_steps_per_iteration": args.md_steps, "platform": args.platform, "frames_streamed": int(ddpm.buffer.n_added),
         "training_steps": int(ddpm.trainer.n_steps_done), "wall_seconds": wall,
         "proposals": proposals, "basin_change_counts": counts,
         "basin_changes_per_proposal": float("nan") if counts is None else counts["basin_changes"] / max(counts["proposals"], 1),

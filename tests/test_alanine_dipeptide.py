@@ -43,6 +43,7 @@ def test_short_augmented_run_on_alanine_dipeptide(tmp_path):
                             "--unsimulated-temperature", str(UNSIMULATED_KELVIN)])
     cache.global_context_cache.empty()
     assert {"summary.json", "free_energy_surfaces.png", "proposal_statistics.png", "run.nc"} <= set(os.listdir(tmp_path))
+    assert summary["platform"] == "Reference"  # the default in vacuum
     with open(tmp_path / "summary.json") as stream:
         assert json.load(stream)["iterations"] == 160
 
