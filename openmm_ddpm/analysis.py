@@ -126,40 +126,205 @@ def mbar_expectations(reduced_potentials, observable, temperatures_kelvin, targe
         (iterations between kept samples).
     """
     import pymbar
-    from pymbar import timeseries
 
     u = np.asarray(reduced_potentials, dtype=float)
     observable = np.asarray(observable, dtype=float)
     n_iterations, n_states, _ = u.shape
     temperatures = np.asarray(temperatures_kelvin, dtype=float)
     targets = np.asarray([] if target_temperatures_kelvin is None else target_temperatures_kelvin, dtype=float)
-    inefficiencies = [1.0]
-    for k in range(n_states):
-        for series in (observable[:, k], u[:, k, k]):
-            if np.ptp(series) > 0:
-                inefficiencies.append(timeseries.statistical_inefficiency(series))
-    thinning = int(np.ceil(max(inefficiencies)))
+    thinning = mbar_thinning(u, observable)
     kept = np.arange(0, n_iterations, thinning)
     # u_kn: every kept sample (state k, iteration i) at every sampled state, then at the target temperatures
     u_kn = u[kept].transpose(2, 1, 0).reshape(n_states, -1)  # [state l, (state k, iteration)]
     u_at_state0 = u_kn[0] * temperatures[0]
     u_targets = np.array([u_at_state0 / t for t in targets]).reshape(len(targets), -1)
     a_n = observable[kept].T.reshape(-1)
-    # pymbar's uncertainty takes log(A): shift the observable to >= 1 (the mean shifts back, its error is unchanged)
-    shift = 1.0 - a_n.min()
-    a_n = a_n + shift
     mbar = pymbar.MBAR(u_kn, np.full(n_states, len(kept)))
-    means, errors = [], []
-    for u_new in list(u_kn) + list(u_targets):
-        try:
-            result = mbar.compute_expectations(a_n, u_kn=u_new[None], state_dependent=False)
-            error = float(result["sigma"][0])
-        except np.linalg.LinAlgError:  # too few samples for the asymptotic covariance
-            result = mbar.compute_expectations(a_n, u_kn=u_new[None], state_dependent=False, compute_uncertainty=False)
-            error = float("nan")
-        means.append(float(result["mu"][0]) - shift)
-        errors.append(error)
-    return {"temperatures_kelvin": list(temperatures) + list(targets), "mean": means, "error": errors, "thinning": thinning}
+    means, errors = zip(*(_mbar_expectation(mbar, a_n, u_new) for u_new in list(u_kn) + list(u_targets)))
+    return {"temperatures_kelvin": list(temperatures) + list(targets), "mean": list(means), "error": list(errors),
+            "thinning": thinning}
+
+
+def mbar_thinning(reduced_potentials, observable):
+    """Iterations between effectively independent samples of a multistate run.
+
+    The largest statistical inefficiency (pymbar.timeseries) of the
+    observable and of the reduced potential of every state's series,
+    rounded up; MBAR's error bars assume independent samples, so a run is
+    thinned by it before MBAR.
+
+    Parameters
+    ----------
+    reduced_potentials : numpy.ndarray, (n_iterations, n_states, n_states)
+        From ``read_reduced_potentials``.
+    observable : numpy.ndarray, (n_iterations, n_states)
+
+    Returns
+    -------
+    int
+    """
+    from pymbar import timeseries
+
+    u = np.asarray(reduced_potentials, dtype=float)
+    observable = np.asarray(observable, dtype=float)
+    inefficiencies = [1.0]
+    for k in range(u.shape[1]):
+        for series in (observable[:, k], u[:, k, k]):
+            if np.ptp(series) > 0:
+                inefficiencies.append(timeseries.statistical_inefficiency(series))
+    return int(np.ceil(max(inefficiencies)))
+
+
+def _mbar_expectation(mbar, observable_n, u_target_n):
+    """MBAR's expectation of an observable at a target state and its error (NaN where its covariance fails)."""
+    # pymbar's uncertainty takes log(A): shift the observable to >= 1 (the mean shifts back, its error is unchanged)
+    shift = 1.0 - np.min(observable_n)
+    a_n = np.asarray(observable_n, dtype=float) + shift
+    try:
+        result = mbar.compute_expectations(a_n, u_kn=np.asarray(u_target_n)[None], state_dependent=False)
+        error = float(result["sigma"][0])
+    except np.linalg.LinAlgError:  # too few samples for the asymptotic covariance
+        result = mbar.compute_expectations(a_n, u_kn=np.asarray(u_target_n)[None], state_dependent=False,
+                                           compute_uncertainty=False)
+        error = float("nan")
+    return float(result["mu"][0]) - shift, error
+
+
+def mbar_with_model_samples(u_kn, n_k, log_q_n, observable_n, u_target_n):
+    """Expectation at a target state from simulated samples and exact-density model samples together.
+
+    The model joins MBAR as one more state, whose reduced potential is
+    -log q. Every sample, simulated or generated, is then weighted at the
+    target by exp(-u_target) / sum_j N_j exp(f_j - u_j), the sum running
+    over the simulated states and the model (MBAR; with known normalisations
+    this is the balance heuristic of multiple importance sampling). A basin
+    the model misses keeps the weight the simulated states give it, so the
+    estimate cannot be confidently wrong the way self-normalised importance
+    sampling over the model alone can (``reweighted_expectation``); where
+    the model is good its samples cut the error. The estimate is consistent
+    whenever the states and the model together cover the target.
+
+    Parameters
+    ----------
+    u_kn : array_like, (K, N)
+        Reduced potentials (kT) of all N samples at the K simulated states:
+        ``n_k[0]`` samples of state 0 first, then of state 1, ..., then the
+        model's samples. Non-finite: density 0 there (e.g. a model sample
+        with flipped chirality).
+    n_k : array_like of int, (K,)
+        Samples of each simulated state; their sum is less than N by the
+        number of model samples. MBAR's error assumes independent samples:
+        thin correlated runs first (``mbar_thinning``).
+    log_q_n : array_like, (N,)
+        The model's log-density of every sample, in the measure in which
+        exp(-u) is the Boltzmann density (``DiffusionProposalModel.log_prob``);
+        NaN or -inf outside its support. Model samples outside it (outside
+        the representation's domain) are dropped: the others are samples
+        of q restricted to the domain, whose normalisation MBAR estimates.
+    observable_n : array_like, (N,)
+    u_target_n : array_like, (N,)
+        Reduced potentials at the target state (kT); non-finite: density 0.
+
+    Returns
+    -------
+    dict
+        ``mean`` and ``error`` of the observable at the target (error NaN
+        where MBAR's covariance fails), ``ess`` (Kish effective sample size
+        of the target weights), ``model_weight_fraction`` (the share of the
+        target weight carried by model samples), ``n_model`` (model samples used).
+    """
+    import pymbar
+    from scipy.special import logsumexp
+
+    n_k = np.asarray(n_k, dtype=int)
+    u_kn = _infinite_where_undefined(np.atleast_2d(np.asarray(u_kn, dtype=float)))
+    u_model = _infinite_where_undefined(-np.asarray(log_q_n, dtype=float))
+    u_target = _infinite_where_undefined(np.asarray(u_target_n, dtype=float))
+    n_samples = u_kn.shape[1]
+    n_model = n_samples - int(n_k.sum())
+    if u_kn.shape[0] != len(n_k) or n_model < 0 or len(u_model) != n_samples or len(u_target) != n_samples:
+        raise ValueError(f"u_kn {u_kn.shape}, n_k {n_k.tolist()}, log_q_n {len(u_model)} and u_target_n "
+                         f"{len(u_target)} do not describe the same samples")
+    # a model sample outside its own support (outside the representation's domain) is dropped: the others are
+    # samples of q restricted to the domain, whose normalisation MBAR estimates like any state's
+    kept = np.isfinite(u_model) | (np.arange(n_samples) < n_samples - n_model)
+    u_kn, u_model, u_target = u_kn[:, kept], u_model[kept], u_target[kept]
+    observable_n = np.asarray(observable_n, dtype=float)[kept]
+    n_samples, n_model = int(kept.sum()), n_model - int((~kept).sum())
+    initial_f_k = _initial_free_energies(u_kn, n_k, u_model, u_target, n_model)
+    mbar = pymbar.MBAR(np.vstack([u_kn, u_model]), np.append(n_k, n_model), initial_f_k=initial_f_k)
+    mean, error = _mbar_expectation(mbar, observable_n, u_target)
+    log_mixture = logsumexp(mbar.f_k[:, None] - mbar.u_kn, b=np.append(n_k, n_model)[:, None], axis=0)
+    log_w = -u_target - log_mixture
+    w = np.exp(log_w - log_w.max())
+    w /= w.sum()
+    return {"mean": mean, "error": error, "ess": float(1.0 / np.sum(w**2)),
+            "model_weight_fraction": float(w[n_samples - n_model :].sum()), "n_model": n_model}
+
+
+def _initial_free_energies(u_kn, n_k, u_model, u_target, n_model):
+    """A starting point for MBAR's free energies of the simulated states and the model.
+
+    The model's -log q and the states' reduced potentials differ by
+    hundreds of kT on molecules (the states' log partition functions),
+    which MBAR's solvers do not cross from zeros. The states' free
+    energies come from MBAR over them alone; the model's from
+    f_model = f_target + log E_q[exp(-u_target) / q] over its own samples.
+    """
+    import pymbar
+    from scipy.special import logsumexp
+
+    n_run = int(np.sum(n_k))
+    f_states = pymbar.MBAR(u_kn[:, :n_run], n_k, initialize="BAR").f_k
+    log_mixture = logsumexp(f_states[:, None] - u_kn[:, :n_run], b=np.asarray(n_k)[:, None], axis=0)
+    f_target = -logsumexp(-u_target[:n_run] - log_mixture)
+    if n_model == 0:
+        return np.append(f_states, 0.0)
+    log_w = u_model[n_run:] - u_target[n_run:]
+    return np.append(f_states, f_target + logsumexp(log_w) - np.log(n_model))
+
+
+def _infinite_where_undefined(reduced_potential):
+    """+inf (density 0) where a reduced potential is NaN or infinite."""
+    return np.where(np.isfinite(reduced_potential), reduced_potential, np.inf)
+
+
+def reweight_run_and_model_samples(reduced_potentials, observable, temperatures_kelvin, target_kelvin, run_log_q,
+                                   model_u_target, model_log_q, model_observable):
+    """An observable at any temperature from a run's (thinned) samples and the model's samples there.
+
+    Glue between a run's storage and ``mbar_with_model_samples`` for
+    states that differ only in temperature (u = (T_0 / T) u_0).
+
+    Parameters
+    ----------
+    reduced_potentials : numpy.ndarray, (n, n_states, n_states)
+        ``read_reduced_potentials`` at the iterations kept (thinned by
+        ``mbar_thinning``, so that they are effectively independent).
+    observable : numpy.ndarray, (n, n_states)
+        The observable of each state's configuration at those iterations.
+    temperatures_kelvin : array_like, (n_states,)
+    target_kelvin : float
+    run_log_q : numpy.ndarray, (n, n_states)
+        The model's log q at ``target_kelvin`` of each of those configurations (NaN outside its support).
+    model_u_target, model_log_q, model_observable : array_like, (m,)
+        Reduced potential at ``target_kelvin``, log q, and observable of m model samples drawn at ``target_kelvin``.
+
+    Returns
+    -------
+    dict
+        As ``mbar_with_model_samples``.
+    """
+    u = np.asarray(reduced_potentials, dtype=float)
+    n_iterations, n_states, _ = u.shape
+    temperatures = np.asarray(temperatures_kelvin, dtype=float)
+    run_u_kn = u.transpose(2, 1, 0).reshape(n_states, -1)  # [state l, (state k, iteration)]
+    model_u_kn = np.asarray(model_u_target, dtype=float)[None, :] * float(target_kelvin) / temperatures[:, None]
+    u_kn = np.hstack([run_u_kn, model_u_kn])
+    u_target = u_kn[0] * temperatures[0] / float(target_kelvin)
+    log_q = np.concatenate([np.asarray(run_log_q, dtype=float).T.reshape(-1), np.asarray(model_log_q, dtype=float)])
+    values = np.concatenate([np.asarray(observable, dtype=float).T.reshape(-1), np.asarray(model_observable, dtype=float)])
+    return mbar_with_model_samples(u_kn, np.full(n_states, n_iterations), log_q, values, u_target)
 
 
 def free_energy_surface(phi, psi, bins=36):
@@ -239,32 +404,120 @@ def generate_at_temperature(model, system, temperature, n_samples, reference_pos
     log_weights : numpy.ndarray, (n,)
         -inf where a sample is outside the support or its energy is not finite.
     """
+    positions, u, log_q = generate_with_densities(model, system, temperature, n_samples, reference_positions,
+                                                  batch_size, seed, context_cache)
+    log_weights = -u - log_q
+    log_weights[~np.isfinite(log_weights)] = -np.inf
+    return positions, log_weights
+
+
+def generate_with_densities(model, system, temperature, n_samples, reference_positions, batch_size=64, seed=0,
+                            context_cache=None):
+    """Model samples at a temperature with their reduced potential and exact log q apart.
+
+    Parameters and samples as ``generate_at_temperature`` (same seed, same samples).
+
+    Returns
+    -------
+    positions : numpy.ndarray, (n, n_atoms, 3), nm
+    reduced_potentials : numpy.ndarray, (n,)
+        u_T (kT); inf where the energy is not finite.
+    log_q : numpy.ndarray, (n,)
+        NaN outside the model's support.
+    """
     import torch
     from openmm import unit
     from openmmtools import states
 
+    from openmm_ddpm.model import DiffusionProposalModel
     from openmm_ddpm.proposal import reduced_potentials
 
     if isinstance(reference_positions, unit.Quantity):
         reference_positions = reference_positions.value_in_unit(unit.nanometer)
     reference = np.asarray(reference_positions, dtype=np.float64)
-    from openmm_ddpm.model import DiffusionProposalModel
-
     fast = {"score_on_the_way_out": True} if isinstance(model, DiffusionProposalModel) else {}
     generator = torch.Generator().manual_seed(int(seed))
     thermodynamic_state = states.ThermodynamicState(system, temperature)
     sampler_state = states.SamplerState(unit.Quantity(reference, unit.nanometer))
-    positions, log_weights = [], []
+    positions, energies, log_qs = [], [], []
     for start in range(0, int(n_samples), batch_size):
         n = min(batch_size, int(n_samples) - start)
         samples, log_q = model.sample(n, temperature, generator=generator, reference_positions=reference, **fast)
         samples = np.asarray(samples, dtype=np.float64)
-        u = reduced_potentials(thermodynamic_state, sampler_state, samples, context_cache)
-        log_w = -u - np.asarray(log_q, dtype=np.float64)
-        log_w[~np.isfinite(log_w)] = -np.inf
+        u = np.asarray(reduced_potentials(thermodynamic_state, sampler_state, samples, context_cache), dtype=np.float64)
         positions.append(samples)
-        log_weights.append(log_w)
-    return np.concatenate(positions), np.concatenate(log_weights)
+        energies.append(np.where(np.isfinite(u), u, np.inf))
+        log_qs.append(np.asarray(log_q, dtype=np.float64))
+    return np.concatenate(positions), np.concatenate(energies), np.concatenate(log_qs)
+
+
+def reweight_run_with_model(storage, model, system, first_iteration, temperature, samples, observable,
+                            reference_positions, seed=0, batch_size=64, context_cache=None):
+    """An observable at any temperature from a run's production samples and fresh model samples there, by MBAR.
+
+    Reads the states' configurations and reduced potentials from the
+    run's storage (states that differ only in temperature), thins them
+    by their statistical inefficiency (``mbar_thinning``), scores each kept
+    configuration with the model's exact log q at ``temperature``, draws
+    model samples there (or takes given ones), and pools everything
+    (``mbar_with_model_samples``).
+
+    Parameters
+    ----------
+    storage : str
+        openmmtools storage of a finished run, with every atom as analysis particle.
+    model : openmm_ddpm.model.DiffusionProposalModel
+        A fixed model (e.g. ``load_exported_model``); scoring the run costs one encoding per kept configuration.
+    system : openmm.System
+        The run's system.
+    first_iteration : int
+        First iteration used: one after the model froze, so the run's samples come from an exact chain.
+    temperature : openmm.unit.Quantity (temperature)
+    samples : int or tuple
+        How many model samples to draw at ``temperature``, or samples drawn
+        there already: ``(positions, reduced_potentials, log_q)`` of
+        ``generate_with_densities``.
+    observable : callable
+        positions (n, n_atoms, 3) nm -> values (n,).
+    reference_positions : array_like (n_atoms, 3), nm
+        A valid structure whose rigid-body frame the model samples keep.
+    seed : int
+        Seed of the model samples (the same samples as ``generate_at_temperature``) and of the relabelling of the
+        run's configurations.
+    batch_size : int
+    context_cache : openmmtools.cache.ContextCache, optional
+
+    Returns
+    -------
+    dict
+        As ``mbar_with_model_samples``, plus ``thinning``, ``run_samples`` (kept, all states),
+        ``run_outside_support`` (fraction of them the model cannot score) and ``n_samples_drawn``
+        (model samples, those outside the model's support included).
+    """
+    from openmm import unit
+
+    from openmm_ddpm.model import temperature_kelvin
+    from openmm_ddpm.storage import read_reduced_potentials, read_state_trajectories, read_temperatures_kelvin
+
+    kelvin = temperature_kelvin(temperature)
+    _, run_positions = read_state_trajectories(storage, first_iteration=first_iteration)
+    reduced = read_reduced_potentials(storage, first_iteration=first_iteration)
+    n_iterations, n_states, n_atoms, _ = run_positions.shape
+    run_values = np.asarray(observable(run_positions.reshape(-1, n_atoms, 3)), dtype=float).reshape(n_iterations, n_states)
+    thinning = mbar_thinning(reduced, run_values)
+    kept = np.arange(0, n_iterations, thinning)
+    relabelled = model.relabel(run_positions[kept].reshape(-1, n_atoms, 3), np.random.default_rng(seed))
+    run_log_q = model.log_prob(relabelled, kelvin * unit.kelvin).reshape(len(kept), n_states)
+    if isinstance(samples, tuple):
+        positions, u_target, log_q = samples
+    else:
+        positions, u_target, log_q = generate_with_densities(model, system, kelvin * unit.kelvin, samples,
+                                                             reference_positions, batch_size, seed, context_cache)
+    result = reweight_run_and_model_samples(reduced[kept], run_values[kept], read_temperatures_kelvin(storage), kelvin,
+                                            run_log_q, u_target, log_q, observable(positions))
+    result.update(thinning=thinning, run_samples=int(run_log_q.size), n_samples_drawn=len(log_q),
+                  run_outside_support=float(np.mean(~np.isfinite(run_log_q))))
+    return result
 
 
 def log_weight_gap(ddpm, system, temperature, frames_before_freeze, n_frames=200, seed=0):

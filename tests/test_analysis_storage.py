@@ -11,7 +11,7 @@ from scipy.special import erfc
 from scipy.stats import norm
 
 from openmm_ddpm.analysis import (expected_mh_acceptance, free_energy_surface, generate_at_temperature, mbar_expectations,
-                                  reweighted_expectation)
+                                  mbar_with_model_samples, reweight_run_and_model_samples, reweighted_expectation)
 from openmm_ddpm.plots import plot_free_energy_surfaces
 from openmm_ddpm.proposal import reduced_potentials
 from openmm_ddpm.storage import (neighbour_swap_acceptance, read_reduced_potentials, read_state_trajectories,
@@ -41,6 +41,92 @@ def test_mbar_reweights_harmonic_oscillators_to_sampled_and_unsimulated_temperat
     assert np.all(deviations < 4.0), (result, exact)
     assert result["thinning"] >= 5  # g = (1 + 0.8) / (1 - 0.8) = 9 for x; the indicator's is similar
     assert np.all(np.array(result["error"]) < 0.02)
+
+
+GRID = np.linspace(-3.0, 3.0, 200001)
+
+
+def tilted_double_well_kt(x, kelvin):
+    """Reduced potential of a double well whose left basin (x < 0) is 5 kT above the right one at 300 K."""
+    return (300.0 / kelvin) * (5.0 * (x**2 - 1.0) ** 2 - 2.5 * x)
+
+
+def exact_draws(log_density, n, rng):
+    """n independent draws of a 1-D density on GRID by inverting its CDF."""
+    density = np.exp(log_density(GRID) - log_density(GRID).max())
+    cdf = np.cumsum(density)
+    return np.interp(rng.uniform(size=n) * cdf[-1], cdf, GRID)
+
+
+def left_population(kelvin):
+    weights = np.exp(-tilted_double_well_kt(GRID, kelvin) + tilted_double_well_kt(GRID, kelvin).min())
+    return float(weights[GRID < 0].sum() / weights.sum())
+
+
+def run_and_model_estimate(rng, temperatures, target, n_per_state, model_mean, model_width, n_model):
+    """Left-basin population at ``target`` from exact draws of each state and of a Gaussian 'model' q drawn there."""
+    x = np.stack([exact_draws(lambda g, t=t: -tilted_double_well_kt(g, t), n_per_state, rng) for t in temperatures], axis=1)
+    reduced = tilted_double_well_kt(x[:, :, None], np.asarray(temperatures)[None, None, :])
+    y = rng.normal(model_mean, model_width, size=n_model)
+    pooled = reweight_run_and_model_samples(reduced, x < 0, temperatures, target, norm.logpdf(x, model_mean, model_width),
+                                            tilted_double_well_kt(y, target), norm.logpdf(y, model_mean, model_width), y < 0)
+    model_alone = reweighted_expectation(-tilted_double_well_kt(y, target) - norm.logpdf(y, model_mean, model_width), y < 0)
+    return pooled, model_alone
+
+
+def test_mbar_with_model_samples_stays_right_where_the_model_misses_a_basin():
+    """A 'model' q = N(1, 0.35^2) that never reaches the left basin, at 400 K between simulated 300, 600, 1200 K.
+
+    Reweighting q alone is confidently wrong (no left-basin sample, error ~0);
+    with the simulated states in the mixture the estimate is right and its
+    error bar is calibrated over repetitions; the model carries the right basin.
+    """
+    rng = np.random.default_rng(11)
+    temperatures, target = [300.0, 600.0, 1200.0], 400.0
+    exact = left_population(target)
+    assert 0.01 < exact < 0.05
+    pooled, (alone, alone_error, _) = run_and_model_estimate(rng, temperatures, target, 300, 1.0, 0.35, 2000)
+    assert abs(alone - exact) > 4 * max(alone_error, 1e-12)
+    assert abs(pooled["mean"] - exact) < 4 * pooled["error"] and pooled["error"] < 0.012
+    assert pooled["model_weight_fraction"] > 0.5 and pooled["n_model"] == 2000
+    repeats = [run_and_model_estimate(rng, temperatures, target, 150, 1.0, 0.35, 500)[0] for _ in range(60)]
+    means, errors = np.array([r["mean"] for r in repeats]), np.array([r["error"] for r in repeats])
+    assert abs(means.mean() - exact) < 4 * means.std() / np.sqrt(len(means))
+    assert 0.7 < errors.mean() / means.std() < 1.4
+
+
+def test_mbar_with_model_samples_gains_from_a_good_model_and_drops_samples_outside_its_support():
+    """q = the exact 400 K density: the error falls below that of either source alone; model samples
+    outside the model's support (log q NaN) are dropped, and a per-sample shift of every u, or a shift of
+    each state's normalisation by hundreds of kT, changes nothing."""
+    rng = np.random.default_rng(5)
+    temperatures, target = np.array([300.0, 600.0, 1200.0]), 400.0
+    x = np.concatenate([exact_draws(lambda g, t=t: -tilted_double_well_kt(g, t), 200, rng) for t in temperatures])
+    y = exact_draws(lambda g: -tilted_double_well_kt(g, target), 600, rng)
+    samples = np.concatenate([x, y])
+    u_kn = tilted_double_well_kt(samples[None, :], temperatures[:, None])
+    u_target = tilted_double_well_kt(samples, target)
+    log_q = -u_target  # unnormalised: MBAR estimates the model's normalisation like any state's
+    pooled = mbar_with_model_samples(u_kn, [200] * 3, log_q, samples < 0, u_target)
+    alone = mbar_with_model_samples(u_kn[:, :600], [200] * 3, log_q[:600], x < 0, u_target[:600])
+    assert alone["n_model"] == 0 and alone["model_weight_fraction"] == 0.0
+    assert abs(pooled["mean"] - left_population(target)) < 4 * pooled["error"]
+    exact = left_population(target)
+    assert pooled["error"] < min(alone["error"], np.sqrt(exact * (1 - exact) / 600))  # better than either source alone
+    assert pooled["ess"] > 600
+    with_outside = mbar_with_model_samples(np.hstack([u_kn, np.zeros((3, 5))]), [200] * 3, np.append(log_q, [np.nan] * 5),
+                                           np.append(samples < 0, [1.0] * 5), np.append(u_target, np.zeros(5)))
+    assert with_outside["n_model"] == 600 and with_outside["mean"] == pytest.approx(pooled["mean"], abs=1e-12)
+    shift = rng.normal(size=len(samples)) * 10
+    shifted = mbar_with_model_samples(u_kn + shift, [200] * 3, log_q - shift, samples < 0, u_target + shift)
+    assert shifted["mean"] == pytest.approx(pooled["mean"], abs=1e-9)
+    assert shifted["error"] == pytest.approx(pooled["error"], rel=1e-6)
+    # states' and model's normalisations hundreds of kT apart, as on molecules: MBAR still converges to the same answer
+    offsets = np.array([0.0, 300.0, -500.0])[:, None]
+    offset = mbar_with_model_samples(u_kn + offsets, [200] * 3, log_q + 400.0, samples < 0, u_target - 200.0)
+    assert offset["mean"] == pytest.approx(pooled["mean"], abs=1e-9)
+    with pytest.raises(ValueError, match="do not describe the same samples"):
+        mbar_with_model_samples(u_kn, [200] * 4, log_q, samples < 0, u_target)
 
 
 def test_reweighted_expectation_is_unbiased_and_its_error_is_calibrated():
