@@ -57,8 +57,9 @@ from openmm import unit
 from openmmtools import cache, multistate, states, testsystems
 
 from openmm_ddpm.analysis import (backbone_dihedrals, basin_free_energy_difference_kt, expected_mh_acceptance,
-                                  generate_at_temperature, log_weight_gap, mbar_expectations, mean_with_correlated_error,
-                                  population_free_energy_kt, reweighted_expectation)
+                                  generate_at_temperature, generate_with_densities, log_weight_gap, mbar_expectations,
+                                  mean_with_correlated_error, population_free_energy_kt, reweight_run_with_model,
+                                  reweighted_expectation)
 from openmm_ddpm.buffer import StreamingLangevinMove
 from openmm_ddpm.plots import plot_free_energy_surfaces, plot_proposal_statistics
 from openmm_ddpm.sampler import (DDPMParallelTemperingSampler, export_proposal_model, load_proposal_model,
@@ -180,18 +181,30 @@ def basin_estimates(storage, molecule, first_iteration, unsimulated_kelvin, outp
             "neighbour_swap_acceptance": neighbour_swap_acceptance(storage, first_iteration).tolist()}
 
 
-def generation_at(model, molecule, temperature_kelvin, n_samples, seed):
-    """Reweighted model samples at a temperature that was not simulated."""
-    positions, log_weights = generate_at_temperature(
-        model, molecule.system, temperature_kelvin * unit.kelvin, n_samples,
-        reference_positions=molecule.positions, seed=seed)
+def generation_at(model, molecule, temperature_kelvin, n_samples, seed, storage, first_iteration):
+    """Model samples at a temperature that was not simulated: reweighted alone, and pooled with the run's samples.
+
+    Reweighting the model's samples alone is only as good as the model's
+    coverage of every basin; the pooled estimate (the model as one more
+    MBAR state next to the run's production samples) keeps the weight the
+    run gives a basin the model misses.
+    """
+    samples = generate_with_densities(model, molecule.system, temperature_kelvin * unit.kelvin, n_samples,
+                                      reference_positions=molecule.positions, seed=seed)
+    positions, reduced, log_q = samples
+    log_weights = -reduced - log_q
+    finite = np.isfinite(log_weights)
+    log_weights[~finite] = -np.inf
     phi = phi_of(positions, molecule.topology)
     p, p_error, ess = reweighted_expectation(log_weights, phi > 0)
-    finite = np.isfinite(log_weights)
+    pooled = reweight_run_with_model(storage, model, molecule.system, first_iteration, temperature_kelvin * unit.kelvin,
+                                     samples, lambda x: phi_of(x, molecule.topology) > 0, molecule.positions, seed=seed)
     return {"temperature_kelvin": temperature_kelvin, "n_samples": n_samples, "p_reweighted": p,
             "p_reweighted_error": p_error, "ess": ess, "ess_fraction": ess / n_samples,
             "outside_support_fraction": float(1 - finite.mean()),
-            "p_unweighted_model": float(np.mean(phi[finite] > 0))}
+            "p_unweighted_model": float(np.mean(phi[finite] > 0)),
+            "pooled": {"p": pooled["mean"], "p_error": pooled["error"], **{key: pooled[key] for key in (
+                "ess", "model_weight_fraction", "n_model", "run_samples", "run_outside_support", "thinning")}}}
 
 
 def reference_values(solvent, unsimulated_kelvin):
@@ -246,6 +259,10 @@ def print_report(summary):
           f"MBAR {basins['unsimulated']['p_mbar']:.4f} +- {basins['unsimulated']['p_mbar_error']:.4f}")
     if generation["ess"] < 30:
         print("  (ESS below 30: the reweighted estimate and its error bar are not reliable)")
+    pooled = generation["pooled"]
+    print(f"  pooled with the run's {pooled['run_samples']} thinned production samples (MBAR, the model as one more "
+          f"state): {pooled['p']:.4f} +- {pooled['p_error']:.4f}; model samples carry "
+          f"{100 * pooled['model_weight_fraction']:.0f} % of the weight")
     if reference is not None and "p_unsimulated" in reference:
         print(f"  reference run at that temperature: {reference['p_unsimulated']:.4f} +- {reference['p_unsimulated_error']:.4f}")
 
@@ -348,7 +365,8 @@ def analyze(storage, molecule, args, argv, learned, counts, wall):
         "proposals": proposals, "basin_change_counts": counts,
         "basin_changes_per_proposal": float("nan") if counts is None else counts["basin_changes"] / max(counts["proposals"], 1),
         "log_w_gap": gap, "mean_log_w_300K": means,
-        "generation": generation_at(model, molecule, args.unsimulated_temperature, args.generated_samples, args.seed),
+        "generation": generation_at(model, molecule, args.unsimulated_temperature, args.generated_samples, args.seed,
+                                    storage, args.freeze_after + 1),
         "basins": basin_estimates(storage, molecule, args.freeze_after + 1, args.unsimulated_temperature, args.output),
         "streamed_frames_p_phi_positive": streamed_basin_populations(ddpm, molecule.topology),
         "reference": reference_values(args.solvent, args.unsimulated_temperature),
