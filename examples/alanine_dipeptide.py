@@ -34,7 +34,10 @@ What it does:
    (``--unsimulated-temperature``, default 381.7 K, a state of the
    6-replica vacuum reference ladder), weights them by exp(-u) / q, and
    reports the reweighted P(phi > 0) with its ESS, next to MBAR from the
-   run and to the reference run at that temperature;
+   run, to the pooled estimate (the run's production samples and the model
+   samples together by MBAR, the model as one more state: it keeps the
+   weight the run gives a basin the model misses) and to the reference run
+   at that temperature;
 5. writes ``free_energy_surfaces.png`` (phi/psi per temperature),
    ``proposal_statistics.png``, ``summary.json`` and the frozen model
    (``model.pt``, ``sampler.load_exported_model``) into ``--output``.
