@@ -1,10 +1,14 @@
 """Driver for subprocess tests: a small augmented parallel-tempering run.
 
-python double_well_remd.py STORAGE N_ITERATIONS [--resume] [--pause-at-checkpoint I] [--report FILE]
+python double_well_remd.py STORAGE N_ITERATIONS [--resume] [--pause-at-checkpoint I | --pause-in-iteration I] [--report FILE]
 
 Prints one JSON line at the end (rank 0). With --pause-at-checkpoint I, the
 checkpoint write of iteration I stops between the temporary file and the
 rename, printing PAUSED, so a test can kill the process in the middle of it.
+With --pause-in-iteration I, iteration I stops before its dynamics (the
+storage synced, no file being written), printing PAUSED: a kill in the
+middle of a run that cannot land inside one of openmmtools' HDF5 writes,
+which can leave its storage unreadable.
 """
 import argparse
 import json
@@ -41,6 +45,18 @@ def pause_in_checkpoint_write(iteration):
     checkpoint_module._rename_durably = paused
 
 
+def pause_in_iteration(iteration):
+    original = DDPMParallelTemperingSampler._propagate_replicas
+
+    def paused(sampler):
+        if sampler.iteration == iteration:
+            print("PAUSED", flush=True)
+            time.sleep(120)
+        original(sampler)
+
+    DDPMParallelTemperingSampler._propagate_replicas = paused
+
+
 class RecordingSampler(DDPMParallelTemperingSampler):
     """Records, on every rank, the positions each accepted proposal set."""
 
@@ -57,12 +73,15 @@ def main():
     parser.add_argument("n_iterations", type=int)
     parser.add_argument("--resume", action="store_true")
     parser.add_argument("--pause-at-checkpoint", type=int)
+    parser.add_argument("--pause-in-iteration", type=int)
     parser.add_argument("--report")
     args = parser.parse_args()
     torch.set_num_threads(1)
     cache.global_context_cache.platform = openmm.Platform.getPlatformByName("Reference")
     if args.pause_at_checkpoint is not None:
         pause_in_checkpoint_write(args.pause_at_checkpoint)
+    if args.pause_in_iteration is not None:
+        pause_in_iteration(args.pause_in_iteration)
     sampler_class = RecordingSampler if args.report else DDPMParallelTemperingSampler
     if args.resume:
         sampler = sampler_class.from_storage(args.storage)
