@@ -33,13 +33,18 @@ SMALL = dict(
 )
 
 
+def _pause():
+    """Tell the test, then wait for its SIGKILL."""
+    print("PAUSED", flush=True)
+    time.sleep(120)
+
+
 def pause_in_checkpoint_write(iteration):
     original = checkpoint_module._rename_durably
 
     def paused(source, destination):
         if destination.endswith(f"{iteration:08d}.pt"):
-            print("PAUSED", flush=True)
-            time.sleep(120)
+            _pause()
         original(source, destination)
 
     checkpoint_module._rename_durably = paused
@@ -50,8 +55,7 @@ def pause_in_iteration(iteration):
 
     def paused(sampler):
         if sampler.iteration == iteration:
-            print("PAUSED", flush=True)
-            time.sleep(120)
+            _pause()
         original(sampler)
 
     DDPMParallelTemperingSampler._propagate_replicas = paused
