@@ -6,7 +6,7 @@ from setuptools import find_packages, setup
 
 HERE = Path(__file__).parent
 VERSION = re.search(
-    r'__version__ = "([^"]+)"', (HERE / "openmm_ddpm" / "__init__.py").read_text()
+    r'__version__ = "([^"]+)"', (HERE / "openmm_ddpm" / "_version.py").read_text()
 ).group(1)
 
 setup(
@@ -18,6 +18,8 @@ setup(
     ),
     long_description=(HERE / "README.md").read_text(),
     long_description_content_type="text/markdown",
+    license="MIT",
+    license_files=["LICENSE"],
     packages=find_packages(include=["openmm_ddpm", "openmm_ddpm.*"]),
     python_requires=">=3.10",
     install_requires=[
@@ -33,5 +35,6 @@ setup(
         "matplotlib",
     ],
     extras_require={"test": ["pytest"], "mpi": ["mpi4py", "mpich"]},
-    entry_points={"console_scripts": ["openmm-ddpm=openmm_ddpm.cli:main"]},
+    entry_points={"console_scripts": ["openmm-ddpm=openmm_ddpm.app.cli:main"]},
+    classifiers=["License :: OSI Approved :: MIT License", "Programming Language :: Python :: 3"],
 )

@@ -51,9 +51,11 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
 from openmm_ddpm import __version__  # noqa: E402
-from openmm_ddpm.diffusion import DiffusionSettings, EDMDiffusion  # noqa: E402
-from openmm_ddpm.networks import ConditionedMLP  # noqa: E402
-from openmm_ddpm.trainer import OnlineTrainer, TrainingSettings, cosine_learning_rate  # noqa: E402
+from openmm_ddpm.model import EDMDiffusion  # noqa: E402
+from openmm_ddpm.settings import DiffusionSettings
+from openmm_ddpm.model import ConditionedMLP  # noqa: E402
+from openmm_ddpm.model import OnlineTrainer, cosine_learning_rate  # noqa: E402
+from openmm_ddpm.settings import TrainingSettings
 
 REFERENCE_LADDER_KELVIN = (300.0, 381.67789096181775, 485.5933748302039, 617.800850567412, 786.0030855966228)
 
@@ -111,10 +113,10 @@ def prepare(args):
     from openmmtools import states
 
     from openmm_ddpm.analysis import backbone_dihedrals
-    from openmm_ddpm.proposal import reduced_potentials
-    from openmm_ddpm.sampler import export_proposal_model, load_proposal_model
+    from openmm_ddpm.moves import reduced_potentials
+    from openmm_ddpm.multistate import export_proposal_model, load_run
 
-    _, source, iteration = load_proposal_model(args.from_run)
+    _, source, iteration = load_run(args.from_run)
     train, held_out = split_buffer(source.buffer, args.held_out_fraction)
     if args.max_train_frames is not None:
         train = (train[0][-args.max_train_frames:], train[1][-args.max_train_frames:])
@@ -246,8 +248,8 @@ def score(args):
 
     from openmm_ddpm.analysis import backbone_dihedrals, expected_mh_acceptance, reweighted_expectation
     from openmm_ddpm.model import DiffusionProposalModel
-    from openmm_ddpm.proposal import reduced_potentials
-    from openmm_ddpm.sampler import load_exported_model
+    from openmm_ddpm.moves import reduced_potentials
+    from openmm_ddpm.multistate import load_exported_model
     from openmmtools import testsystems
 
     test_system = testsystems.AlanineDipeptideVacuum(constraints=None)
@@ -354,7 +356,7 @@ def _cpu_rescoring(model, positions, log_q, valid, kelvin, n=8):
 
 def export(args):
     """The prepared representation with the trained EMA weights, in ``export_proposal_model``'s format."""
-    from openmm_ddpm.checkpoint import save_atomic
+    from openmm_ddpm.multistate.checkpoints import save_atomic
 
     state = torch.load(os.path.join(args.prepared, "representation.pt"), weights_only=True)
     weights = torch.load(os.path.join(args.samples, f"{args.name}_weights.pt"), weights_only=True)

@@ -32,7 +32,7 @@ import torch
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
-from openmm_ddpm.mixture import mixture_log_density  # noqa: E402
+from openmm_ddpm.moves.mixture import mixture_log_density  # noqa: E402
 
 
 def parse(argv):
@@ -55,8 +55,8 @@ def main(argv=None):
     from openmmtools import states, testsystems
 
     from openmm_ddpm.analysis import backbone_dihedrals, expected_mh_acceptance
-    from openmm_ddpm.proposal import reduced_potentials
-    from openmm_ddpm.sampler import load_exported_model
+    from openmm_ddpm.moves import reduced_potentials
+    from openmm_ddpm.multistate import load_exported_model
 
     test_system = testsystems.AlanineDipeptideVacuum(constraints=None)
     model = load_exported_model(args.model, test_system.system)

@@ -3,7 +3,7 @@
 Takes the replay buffer of a finished augmented run (its newest checkpoint),
 keeps the oldest frames for training and the newest as held out, trains a
 fresh model with the given representation and network settings exactly as
-the online trainer does (``OnlineDDPM.train``), and every ``--eval-every``
+the online trainer does (``OnlineLearner.train``), and every ``--eval-every``
 optimizer steps measures at the target temperature:
 
 - the expected independence-MH acceptance (K = 1) of the frozen EMA model,
@@ -39,8 +39,8 @@ from openmmtools import states
 
 from openmm_ddpm import __version__
 from openmm_ddpm.analysis import expected_mh_acceptance, generate_at_temperature, reweighted_expectation
-from openmm_ddpm.proposal import reduced_potentials
-from openmm_ddpm.sampler import OnlineDDPM, load_proposal_model
+from openmm_ddpm.moves import reduced_potentials
+from openmm_ddpm.multistate import OnlineLearner, load_run
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -80,7 +80,7 @@ def split_buffer(buffer, held_out_fraction):
 
 
 def fresh_learner(source, args, train):
-    """An OnlineDDPM with the source run's settings, changed as asked, holding the training frames."""
+    """An OnlineLearner with the source run's settings, changed as asked, holding the training frames."""
     settings = dict(source.settings)
     settings["representation"] = dataclasses.replace(settings["representation"],
                                                      relative_sibling_torsions=not args.absolute_torsions)
@@ -92,7 +92,7 @@ def fresh_learner(source, args, train):
                                                final_learning_rate=args.final_learning_rate,
                                                target_fraction=args.target_fraction)
     settings["proposals"] = dataclasses.replace(settings["proposals"], seed=args.seed)
-    learner = OnlineDDPM(settings, source.system, source.reference_positions, (args.temperature,))
+    learner = OnlineLearner(settings, source.system, source.reference_positions, (args.temperature,))
     learner.buffer.add(*train)
     return learner
 
@@ -181,7 +181,7 @@ def source_run_command(storage):
 def main(argv=None):
     args = parse(sys.argv[1:] if argv is None else argv)
     torch.set_num_threads(1)
-    _, source, iteration = load_proposal_model(args.from_run)
+    _, source, iteration = load_run(args.from_run)
     train, held_out = split_buffer(source.buffer, args.held_out_fraction)
     learner = fresh_learner(source, args, train)
     rng = np.random.default_rng(args.seed)

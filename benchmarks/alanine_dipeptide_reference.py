@@ -40,7 +40,7 @@ def phi_series(storage):
     """
     import torch
 
-    from openmm_ddpm.internal import _dihedral
+    from openmm_ddpm.coordinates.geometry import dihedral
 
     reporter = multistate.MultiStateReporter(storage, open_mode="r")
     try:
@@ -53,7 +53,7 @@ def phi_series(storage):
             x = torch.as_tensor(x)
             if phi is None:
                 phi = np.empty((n_iterations, len(x)))
-            phi[iteration - 1] = _dihedral(x[:, 0], x[:, 1], x[:, 2], x[:, 3]).numpy()
+            phi[iteration - 1] = dihedral(x[:, 0], x[:, 1], x[:, 2], x[:, 3]).numpy()
     finally:
         reporter.close()
     return phi

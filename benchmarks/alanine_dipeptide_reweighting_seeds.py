@@ -25,9 +25,8 @@ import torch
 from openmm import unit
 from openmmtools import testsystems
 
-from openmm_ddpm.analysis import (backbone_dihedrals, generate_with_densities, reweight_run_with_model,
-                                  reweighted_expectation)
-from openmm_ddpm.sampler import load_exported_model
+from openmm_ddpm.analysis import backbone_dihedrals, generate_with_densities, reweight_run_with_model, reweighted_expectation
+from openmm_ddpm.multistate import load_exported_model
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 

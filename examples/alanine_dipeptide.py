@@ -59,15 +59,11 @@ import torch
 from openmm import unit
 from openmmtools import cache, multistate, states, testsystems
 
-from openmm_ddpm.analysis import (backbone_dihedrals, basin_free_energy_difference_kt, expected_mh_acceptance,
-                                  generate_at_temperature, generate_with_densities, log_weight_gap, mbar_expectations,
-                                  mean_with_correlated_error, population_free_energy_kt, reweight_run_with_model,
-                                  reweighted_expectation)
-from openmm_ddpm.buffer import StreamingLangevinMove
-from openmm_ddpm.plots import plot_free_energy_surfaces, plot_proposal_statistics
-from openmm_ddpm.sampler import (DDPMParallelTemperingSampler, export_proposal_model, load_proposal_model,
-                                 read_ddpm_statistics)
-from openmm_ddpm.storage import neighbour_swap_acceptance, read_reduced_potentials, read_state_trajectories
+from openmm_ddpm.analysis import backbone_dihedrals, basin_free_energy_difference_kt, expected_mh_acceptance, generate_at_temperature, generate_with_densities, log_weight_gap, mbar_expectations, mean_with_correlated_error, population_free_energy_kt, reweight_run_with_model, reweighted_expectation
+from openmm_ddpm.moves import StreamingLangevinMove
+from openmm_ddpm.app.plots import plot_free_energy_surfaces, plot_proposal_statistics
+from openmm_ddpm.multistate import DDPMParallelTemperingSampler, export_proposal_model, load_run, read_ddpm_statistics
+from openmm_ddpm.multistate.storage import neighbour_swap_acceptance, read_reduced_potentials, read_state_trajectories
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REFERENCE = os.path.join(HERE, os.pardir, "benchmarks", "results", "alanine_dipeptide_reference_{}.json")
@@ -323,7 +319,7 @@ def main(argv=None):
     storage = os.path.join(args.output, "run.nc")
     molecule = make_molecule(args.solvent)
     if args.analyze_only:
-        model, ddpm, iteration = load_proposal_model(storage)  # the newest checkpoint's model and buffer
+        model, ddpm, iteration = load_run(storage)  # the newest checkpoint's model and buffer
         summary = analyze(storage, molecule, args, argv, (model, ddpm, iteration), counts=None, wall=float("nan"))
         return finish(summary, args)
     if os.path.exists(storage):
@@ -347,7 +343,7 @@ def main(argv=None):
 def analyze(storage, molecule, args, argv, learned, counts, wall):
     """Everything after the run, from its storage and the learning state; returns the summary dict.
 
-    ``learned``: (proposal model, OnlineDDPM, iteration it belongs to).
+    ``learned``: (proposal model, OnlineLearner, iteration it belongs to).
     """
     model, ddpm, learned_iteration = learned
     statistics, proposals = production_summary(storage, args.freeze_after, args.n_candidates)

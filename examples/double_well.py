@@ -19,12 +19,14 @@ from openmmtools import cache, mcmc, states
 
 from openmm_ddpm.analysis import batch_means_standard_error
 from openmm_ddpm.coordinates import CartesianCoordinates, Representation
-from openmm_ddpm.diffusion import DiffusionSettings, EDMDiffusion
+from openmm_ddpm.model import EDMDiffusion
+from openmm_ddpm.settings import DiffusionSettings
 from openmm_ddpm.model import DiffusionProposalModel
-from openmm_ddpm.networks import ConditionedMLP
-from openmm_ddpm.proposal import GenerativeProposal
-from openmm_ddpm.systems import DoubleWell2D
-from openmm_ddpm.trainer import OnlineTrainer, TrainingSettings
+from openmm_ddpm.model import ConditionedMLP
+from openmm_ddpm.moves import GenerativeProposal
+from openmm_ddpm.testsystems import DoubleWell2D
+from openmm_ddpm.model import OnlineTrainer
+from openmm_ddpm.settings import TrainingSettings
 
 TRAINING_KELVINS = (300.0, 450.0, 600.0)
 

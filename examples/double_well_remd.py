@@ -28,9 +28,9 @@ from openmm import unit
 from openmmtools import cache, multistate, states
 
 from openmm_ddpm.analysis import batch_means_standard_error
-from openmm_ddpm.buffer import StreamingLangevinMove
-from openmm_ddpm.sampler import DDPMParallelTemperingSampler, read_ddpm_statistics
-from openmm_ddpm.systems import DoubleWell2D
+from openmm_ddpm.moves import StreamingLangevinMove
+from openmm_ddpm.multistate import DDPMParallelTemperingSampler, read_ddpm_statistics
+from openmm_ddpm.testsystems import DoubleWell2D
 
 TEMPERATURES = [300.0, 475.0, 750.0, 1200.0] * unit.kelvin
 STARTING_WELLS = (1, 1, 1, 0)

@@ -12,7 +12,7 @@ from openmmtools import cache, states
 sys.path.insert(0, os.path.dirname(__file__))
 torch.set_num_threads(1)
 
-from openmm_ddpm.systems import DoubleWell2D  # noqa: E402
+from openmm_ddpm.testsystems import DoubleWell2D  # noqa: E402
 
 
 @pytest.fixture(scope="session")

@@ -21,7 +21,7 @@ from openmm import unit
 from openmmtools import testsystems
 
 from openmm_ddpm.analysis import backbone_dihedrals, generate_at_temperature, reweighted_expectation
-from openmm_ddpm.sampler import load_exported_model
+from openmm_ddpm.multistate import load_exported_model
 
 HERE = os.path.dirname(__file__)
 MODEL = os.path.join(HERE, "data", "alanine_dipeptide_vacuum_model.pt")

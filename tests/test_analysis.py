@@ -5,9 +5,8 @@ import torch
 from openmm import unit
 from openmmtools import testsystems
 
-from openmm_ddpm.analysis import (backbone_dihedrals, basin_free_energy_difference_kt, batch_means_standard_error,
-                                  mean_with_correlated_error)
-from openmm_ddpm.internal import _dihedral
+from openmm_ddpm.analysis import backbone_dihedrals, basin_free_energy_difference_kt, batch_means_standard_error, mean_with_correlated_error
+from openmm_ddpm.coordinates.geometry import dihedral
 
 
 def ar1(n, rho, seed):
@@ -46,8 +45,8 @@ def test_backbone_dihedrals_agree_with_our_dihedral():
     positions = molecule.positions.value_in_unit(unit.nanometer)[None]
     phi, psi = backbone_dihedrals(positions, molecule.topology)
     x = torch.as_tensor(positions)
-    ours_phi = _dihedral(x[:, 4], x[:, 6], x[:, 8], x[:, 14])  # C(ACE)-N-CA-C
-    ours_psi = _dihedral(x[:, 6], x[:, 8], x[:, 14], x[:, 16])  # N-CA-C-N(NME)
+    ours_phi = dihedral(x[:, 4], x[:, 6], x[:, 8], x[:, 14])  # C(ACE)-N-CA-C
+    ours_psi = dihedral(x[:, 6], x[:, 8], x[:, 14], x[:, 16])  # N-CA-C-N(NME)
     assert phi.shape == (1, 1) and psi.shape == (1, 1)
     assert phi[0, 0] == pytest.approx(ours_phi.item(), abs=1e-5)
     assert psi[0, 0] == pytest.approx(ours_psi.item(), abs=1e-5)

@@ -10,12 +10,10 @@ from openmmtools import cache, mcmc, multistate, states
 from scipy.special import erfc
 from scipy.stats import norm
 
-from openmm_ddpm.analysis import (expected_mh_acceptance, free_energy_surface, generate_at_temperature, mbar_expectations,
-                                  mbar_with_model_samples, reweight_run_and_model_samples, reweighted_expectation)
-from openmm_ddpm.plots import plot_free_energy_surfaces
-from openmm_ddpm.proposal import reduced_potentials
-from openmm_ddpm.storage import (neighbour_swap_acceptance, read_reduced_potentials, read_state_trajectories,
-                                 read_temperatures_kelvin)
+from openmm_ddpm.analysis import expected_mh_acceptance, free_energy_surface, generate_at_temperature, mbar_expectations, mbar_with_model_samples, reweight_run_and_model_samples, reweighted_expectation
+from openmm_ddpm.app.plots import plot_free_energy_surfaces
+from openmm_ddpm.moves import reduced_potentials
+from openmm_ddpm.multistate.storage import neighbour_swap_acceptance, read_reduced_potentials, read_state_trajectories, read_temperatures_kelvin
 
 
 def ar1_normal(n, rho, scale, rng):

@@ -8,9 +8,9 @@ import torch
 from openmm import unit
 from openmmtools import cache, states, utils
 
-from openmm_ddpm.buffer import ReplayBuffer, StreamingLangevinMove
-from openmm_ddpm.checkpoint import (checkpoint_path, list_checkpoints, load_verified, prune_checkpoints,
-                                    save_atomic)
+from openmm_ddpm.moves import StreamingLangevinMove
+from openmm_ddpm.multistate.buffer import ReplayBuffer
+from openmm_ddpm.multistate.checkpoints import checkpoint_path, list_checkpoints, load_verified, prune_checkpoints, save_atomic
 
 
 def test_buffer_keeps_the_newest_frames_in_order():

@@ -13,10 +13,12 @@ import torch
 from openmm import unit
 
 from openmm_ddpm.coordinates import CartesianCoordinates, Representation
-from openmm_ddpm.diffusion import DiffusionSettings, EDMDiffusion
+from openmm_ddpm.model import EDMDiffusion
+from openmm_ddpm.settings import DiffusionSettings
 from openmm_ddpm.model import DiffusionProposalModel
-from openmm_ddpm.networks import ConditionedMLP
-from openmm_ddpm.trainer import OnlineTrainer, TrainingSettings
+from openmm_ddpm.model import ConditionedMLP
+from openmm_ddpm.model import OnlineTrainer
+from openmm_ddpm.settings import TrainingSettings
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 

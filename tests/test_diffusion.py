@@ -7,9 +7,11 @@ import torch
 from analytic import GaussianDenoiserNetwork, exact_flow_log_prob
 from test_coordinates import finite_difference_jacobian
 
-from openmm_ddpm.diffusion import DiffusionSettings, EDMDiffusion
-from openmm_ddpm.networks import ConditionedMLP
-from openmm_ddpm.trainer import OnlineTrainer, TrainingSettings
+from openmm_ddpm.model import EDMDiffusion
+from openmm_ddpm.settings import DiffusionSettings
+from openmm_ddpm.model import ConditionedMLP
+from openmm_ddpm.model import OnlineTrainer
+from openmm_ddpm.settings import TrainingSettings
 
 VARIANCE_300K = torch.tensor([0.3, 1.0, 2.5], dtype=torch.float64)
 

@@ -8,8 +8,9 @@ from openmm import unit
 from openmmtools import testsystems
 from test_coordinates import finite_difference_jacobian
 
-from openmm_ddpm.internal import (InternalCoordinates, _dihedral, atom_elements, bond_graph, build_zmatrix,
-                                  chiral_centres)
+from openmm_ddpm.coordinates import InternalCoordinates
+from openmm_ddpm.coordinates.geometry import dihedral
+from openmm_ddpm.coordinates.topology import atom_elements, bond_graph, build_zmatrix, chiral_centres
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +59,7 @@ def test_log_jacobian_matches_finite_differences(coordinates, alanine):
         features, _ = coordinates.forward(x)
         e1 = (x[:, a1] - x[:, a0]) / torch.linalg.norm(x[:, a1] - x[:, a0])
         polar, azimuth = torch.acos(e1[:, 2]), torch.atan2(e1[:, 1], e1[:, 0])
-        twist = _dihedral(x[:, a2], x[:, coordinates.second_reference], x[:, a1 if coordinates.second_reference == a0 else a0], external)
+        twist = dihedral(x[:, a2], x[:, coordinates.second_reference], x[:, a1 if coordinates.second_reference == a0 else a0], external)
         return torch.cat([features[0], x[0, a0], polar, azimuth, twist]).numpy()
 
     x = perturbed(alanine[1], 1, seed=3)
@@ -140,7 +141,7 @@ def test_flipping_a_chiral_centre_through_a_torsion_is_detected(coordinates, ala
 
 
 def test_largest_gap_midpoint():
-    from openmm_ddpm.internal import largest_gap_midpoint
+    from openmm_ddpm.coordinates.geometry import largest_gap_midpoint
 
     assert largest_gap_midpoint([0.0, 0.1, 0.2]) == pytest.approx(math.remainder(0.2 + (2 * math.pi - 0.2) / 2, 2 * math.pi))
     assert largest_gap_midpoint([-3.0, 3.0, 0.5]) == pytest.approx((-3.0 + 0.5) / 2)  # widest gap: -3 to 0.5
@@ -176,9 +177,10 @@ def test_domain_rejects_bad_features_and_torsion_cuts_follow_the_data(coordinate
 def test_diffusion_proposals_in_internal_coordinates(alanine):
     """Candidates keep the current frame; their log q is log_prob's; mirror images are outside the support."""
     from openmm_ddpm.coordinates import Representation
-    from openmm_ddpm.diffusion import DiffusionSettings, EDMDiffusion
+    from openmm_ddpm.model import EDMDiffusion
+    from openmm_ddpm.settings import DiffusionSettings
     from openmm_ddpm.model import DiffusionProposalModel
-    from openmm_ddpm.networks import ConditionedMLP
+    from openmm_ddpm.model import ConditionedMLP
 
     coordinates = InternalCoordinates.from_system(alanine[0].system, alanine[1])
     assert [c for c, _ in coordinates.centres] == [8]
@@ -284,10 +286,11 @@ def test_generative_moves_on_alanine_stay_in_the_relabelled_space(alanine):
     from openmmtools import cache, states
 
     from openmm_ddpm.coordinates import Representation
-    from openmm_ddpm.diffusion import DiffusionSettings, EDMDiffusion
+    from openmm_ddpm.model import EDMDiffusion
+    from openmm_ddpm.settings import DiffusionSettings
     from openmm_ddpm.model import DiffusionProposalModel
-    from openmm_ddpm.networks import ConditionedMLP
-    from openmm_ddpm.proposal import GenerativeProposal
+    from openmm_ddpm.model import ConditionedMLP
+    from openmm_ddpm.moves import GenerativeProposal
 
     system, reference = alanine[0].system, alanine[1]
     coordinates = InternalCoordinates.from_system(system, reference)

@@ -8,11 +8,12 @@ from openmm import unit
 from test_proposal import TEMPERATURE, langevin_then, left_population
 
 from openmm_ddpm.coordinates import CartesianCoordinates, Representation
-from openmm_ddpm.diffusion import DiffusionSettings, EDMDiffusion
-from openmm_ddpm.mixture import TemperatureMixture
+from openmm_ddpm.model import EDMDiffusion
+from openmm_ddpm.settings import DiffusionSettings
+from openmm_ddpm.moves import TemperatureMixture
 from openmm_ddpm.model import DiffusionProposalModel
-from openmm_ddpm.networks import ConditionedMLP
-from openmm_ddpm.proposal import GenerativeProposal
+from openmm_ddpm.model import ConditionedMLP
+from openmm_ddpm.moves import GenerativeProposal
 
 
 class TemperatureScaledGaussians(GaussianMixtureModel):

@@ -9,8 +9,11 @@ from openmm import app, unit
 from openmmtools import testsystems
 from test_coordinates import finite_difference_jacobian
 
-from openmm_ddpm.internal import InternalCoordinates, _dihedral, bond_graph_from_system
-from openmm_ddpm.molecules import MoleculeCoordinates, connected_components, molecular_coordinates
+from openmm_ddpm.coordinates import InternalCoordinates
+from openmm_ddpm.coordinates.geometry import dihedral
+from openmm_ddpm.coordinates.topology import bond_graph_from_system
+from openmm_ddpm.coordinates import MoleculeCoordinates, molecular_coordinates
+from openmm_ddpm.coordinates.topology import connected_components
 
 OFFSET_NM = np.array([1.2, 0.3, -0.4])
 
@@ -88,7 +91,7 @@ def test_log_jacobian_matches_finite_differences_for_two_molecules(two_alanines)
         s = atoms[molecule.second_reference]
         other = a1 if s == a0 else a0
         e1 = (x[:, a1] - x[:, a0]) / torch.linalg.norm(x[:, a1] - x[:, a0])
-        twist = _dihedral(x[:, a2], x[:, s], x[:, other], external)
+        twist = dihedral(x[:, a2], x[:, s], x[:, other], external)
         return torch.cat([x[0, a0], torch.acos(e1[:, 2]), torch.atan2(e1[:, 1], e1[:, 0]), twist]), e1
 
     def full_map(flat):
@@ -134,9 +137,10 @@ def test_small_molecules_are_refused_with_the_reason():
 def test_proposals_move_shapes_and_keep_each_molecules_frame(two_alanines):
     """Model candidates for two molecules: each keeps the current frame, and log q is log_prob's."""
     from openmm_ddpm.coordinates import Representation
-    from openmm_ddpm.diffusion import DiffusionSettings, EDMDiffusion
+    from openmm_ddpm.model import EDMDiffusion
+    from openmm_ddpm.settings import DiffusionSettings
     from openmm_ddpm.model import DiffusionProposalModel
-    from openmm_ddpm.networks import ConditionedMLP
+    from openmm_ddpm.model import ConditionedMLP
 
     system, positions, _ = two_alanines
     coordinates = molecular_coordinates(system, positions)

@@ -10,7 +10,8 @@ from openmm import unit
 from openmmtools import mcmc, states
 
 from openmm_ddpm.analysis import batch_means_standard_error
-from openmm_ddpm.proposal import GenerativeProposal, effective_sample_size, multiple_try_select
+from openmm_ddpm.moves import GenerativeProposal
+from openmm_ddpm.moves.proposal import effective_sample_size, multiple_try_select
 
 TEMPERATURE = 300.0 * unit.kelvin
 

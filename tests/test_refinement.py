@@ -11,11 +11,12 @@ from openmm import unit
 from openmmtools import cache, multistate, states
 
 from openmm_ddpm.analysis import generate_at_temperature, reweighted_expectation
-from openmm_ddpm.config import OnlineTrainingSettings
-from openmm_ddpm.refinement import refine_proposal_model
-from openmm_ddpm.sampler import (_SETTINGS, DDPMParallelTemperingSampler, OnlineDDPM, load_exported_model,
-                                 load_proposal_model, read_ddpm_statistics)
-from openmm_ddpm.systems import DoubleWell2D, kt_kj_per_mol
+from openmm_ddpm.settings import TrainingSettings
+from openmm_ddpm.multistate import refine_proposal_model
+from openmm_ddpm.multistate import DDPMParallelTemperingSampler, OnlineLearner, load_exported_model, load_run, read_ddpm_statistics
+from openmm_ddpm.settings import GROUPS
+from openmm_ddpm.testsystems import DoubleWell2D
+from openmm_ddpm.units import kt_kj_per_mol
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "scripts"))
 from double_well_remd import SMALL  # noqa: E402
@@ -53,10 +54,10 @@ def test_refinement_fits_a_temperature_missing_from_the_data():
     population there with most samples useful."""
     torch.manual_seed(0)
     well, rng = DoubleWell2D(), np.random.default_rng(0)
-    settings = {name: cls.coerce(None) for name, cls in _SETTINGS.items()}
-    settings["model"] = _SETTINGS["model"].coerce(dict(width=32, depth=1, n_steps=8))
-    settings["training"] = OnlineTrainingSettings(train_steps=50, batch_size=64, min_buffer_frames=100)
-    ddpm = OnlineDDPM(settings, well.system, well.positions)
+    settings = {name: cls.coerce(None) for name, cls in GROUPS.items()}
+    settings["model"] = GROUPS["model"].coerce(dict(width=32, depth=1, n_steps=8))
+    settings["training"] = TrainingSettings(train_steps=50, batch_size=64, min_buffer_frames=100)
+    ddpm = OnlineLearner(settings, well.system, well.positions)
     for kelvin in (300.0, 600.0, 1200.0):
         ddpm.buffer.add(exact_samples(well, kelvin * unit.kelvin, 3000, rng), kelvin)
     ddpm.train()
@@ -80,11 +81,11 @@ def test_refinement_fits_a_temperature_missing_from_the_data():
 
 def test_refine_before_any_training_is_refused():
     well = DoubleWell2D()
-    ddpm = OnlineDDPM({name: cls.coerce(None) for name, cls in _SETTINGS.items()}, well.system, well.positions)
+    ddpm = OnlineLearner({name: cls.coerce(None) for name, cls in GROUPS.items()}, well.system, well.positions)
     with pytest.raises(ValueError, match="not been trained"):
         ddpm.refine(10)
     with pytest.raises(ValueError, match="refine_steps"):
-        OnlineTrainingSettings(refine_steps=-1)
+        TrainingSettings(refine_steps=-1)
 
 
 def _run(storage, refine_steps, n_iterations=12, freeze_after=8):
@@ -110,7 +111,7 @@ def test_refinement_at_the_freeze_happens_once_and_the_production_phase_uses_its
     assert np.isfinite(statistics["ddpm_training_loss"][9]) and np.all(np.isnan(statistics["ddpm_training_loss"][10:13]))
     assert statistics["ddpm_phase"][9] == 1 and statistics["ddpm_n_candidates"][9] > 0
     # the checkpoint after the freeze holds the refined model, the one the moves used
-    model, ddpm, iteration = load_proposal_model(storage)
+    model, ddpm, iteration = load_run(storage)
     assert iteration == 10 and ddpm.frozen and ddpm.trainer.n_steps_done == 7 * per_round + 300
     frames = sampler.ddpm.buffer.arrays()[0][-20:].astype(np.float64)
     for proposal in sampler.ddpm.proposals.values():
@@ -121,7 +122,7 @@ def test_refinement_at_the_freeze_happens_once_and_the_production_phase_uses_its
 def test_refine_a_finished_run_and_export_the_model(tmp_path):
     storage = str(tmp_path / "run.nc")
     _run(storage, refine_steps=0)
-    original, ddpm, _ = load_proposal_model(storage)
+    original, ddpm, _ = load_run(storage)
     frames = ddpm.buffer.arrays()[0][-50:].astype(np.float64)
     path = str(tmp_path / "refined.pt")
     refined, digest = refine_proposal_model(storage, 200, path)
@@ -130,7 +131,7 @@ def test_refine_a_finished_run_and_export_the_model(tmp_path):
                                rtol=0, atol=1e-10)
     assert np.max(np.abs(refined.log_prob(frames, 300 * unit.kelvin) - original.log_prob(frames, 300 * unit.kelvin))) > 1e-3
     # the run's own checkpoint is left as it was
-    again, _, _ = load_proposal_model(storage)
+    again, _, _ = load_run(storage)
     np.testing.assert_allclose(again.log_prob(frames, 300 * unit.kelvin), original.log_prob(frames, 300 * unit.kelvin),
                                rtol=0, atol=0)
     with pytest.raises(ValueError, match="n_steps"):

@@ -13,14 +13,14 @@ import pytest
 from openmm import unit
 from openmmtools import cache, multistate, states
 
-from openmm_ddpm.checkpoint import checkpoint_path, list_checkpoints
-from openmm_ddpm.config import OnlineTrainingSettings
-from openmm_ddpm.plots import plot_proposal_statistics
-from openmm_ddpm.sampler import (_SETTINGS, DDPMParallelTemperingSampler, DDPMReplicaExchangeSampler, OnlineDDPM,
-                                 export_proposal_model, load_exported_model, load_proposal_model, read_ddpm_statistics)
-from openmm_ddpm.mixture import TemperatureMixture
-from openmm_ddpm.systems import DoubleWell2D
-from openmm_ddpm.trainer import cosine_learning_rate
+from openmm_ddpm.multistate.checkpoints import checkpoint_path, list_checkpoints
+from openmm_ddpm.settings import TrainingSettings
+from openmm_ddpm.app.plots import plot_proposal_statistics
+from openmm_ddpm.multistate import DDPMParallelTemperingSampler, DDPMReplicaExchangeSampler, OnlineLearner, export_proposal_model, load_exported_model, load_run, read_ddpm_statistics
+from openmm_ddpm.settings import GROUPS
+from openmm_ddpm.moves import TemperatureMixture
+from openmm_ddpm.testsystems import DoubleWell2D
+from openmm_ddpm.model import cosine_learning_rate
 
 SCRIPT = os.path.join(os.path.dirname(__file__), "scripts", "double_well_remd.py")
 sys.path.insert(0, os.path.dirname(SCRIPT))
@@ -63,7 +63,7 @@ def test_phases_statistics_and_settings_in_storage(tmp_path):
     assert sampler.ddpm.target_temperatures_kelvin == (300.0,)
 
     # the frozen model comes back from storage for analysis, scoring exactly as the run's own copy
-    model, ddpm, iteration = load_proposal_model(storage)
+    model, ddpm, iteration = load_run(storage)
     assert iteration == 10 and ddpm.frozen
     positions, _ = sampler.ddpm.buffer.arrays()
     frames = positions[-20:].astype(np.float64)
@@ -161,7 +161,7 @@ def test_temperature_mixture_proposals_from_settings(tmp_path):
     assert isinstance(model, TemperatureMixture) and model.model is sampler.ddpm.proposal_model
     assert model.temperature_factors.tolist() == [1.0, 2.0] and np.allclose(np.exp(model.log_weights), [0.75, 0.25])
     assert read_ddpm_statistics(storage)["ddpm_n_candidates"][1:6].tolist() == [0, 0, 0, 2, 2]
-    _, ddpm, _ = load_proposal_model(storage)
+    _, ddpm, _ = load_run(storage)
     assert ddpm.settings["proposals"].temperature_factors == (1.0, 2.0)
 
 
@@ -192,10 +192,10 @@ def test_learning_rate_decays_over_the_adaptive_phase_to_its_final_value(tmp_pat
 def test_training_frames_favour_the_target_temperature_as_asked(target_fraction, expected):
     """A buffer streamed evenly from 4 temperatures: each round's frames come from 300 K
     in the share ``target_fraction`` asks for (as streamed without it)."""
-    settings = {name: cls.coerce(None) for name, cls in _SETTINGS.items()}
-    settings["training"] = OnlineTrainingSettings(train_steps=40, batch_size=100, target_fraction=target_fraction)
+    settings = {name: cls.coerce(None) for name, cls in GROUPS.items()}
+    settings["training"] = TrainingSettings(train_steps=40, batch_size=100, target_fraction=target_fraction)
     system = DoubleWell2D()
-    ddpm = OnlineDDPM(settings, system.system, system.positions.value_in_unit(unit.nanometer), [300.0])
+    ddpm = OnlineLearner(settings, system.system, system.positions.value_in_unit(unit.nanometer), [300.0])
     temperatures = np.tile([300.0, 400.0, 550.0, 700.0], 3000).astype(np.float32)
     ddpm.buffer.add(np.zeros((len(temperatures), system.system.getNumParticles(), 3)), temperatures)
     _, kelvins = ddpm.buffer.arrays()

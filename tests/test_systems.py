@@ -5,7 +5,8 @@ import pytest
 from openmm import unit
 from scipy import integrate
 
-from openmm_ddpm.systems import DoubleWell2D, kt_kj_per_mol
+from openmm_ddpm.testsystems import DoubleWell2D
+from openmm_ddpm.units import kt_kj_per_mol
 
 
 def test_openmm_energy_matches_analytic_expression(double_well):

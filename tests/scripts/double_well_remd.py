@@ -23,8 +23,8 @@ from openmm import unit
 from openmmtools import cache, multistate, states
 
 import openmm_ddpm.checkpoint as checkpoint_module
-from openmm_ddpm.sampler import DDPMParallelTemperingSampler
-from openmm_ddpm.systems import DoubleWell2D
+from openmm_ddpm.multistate import DDPMParallelTemperingSampler
+from openmm_ddpm.testsystems import DoubleWell2D
 
 SMALL = dict(
     model=dict(width=32, depth=1, n_steps=8),

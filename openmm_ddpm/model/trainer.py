@@ -1,38 +1,11 @@
 """Training of the diffusion model, with EMA weights for proposals."""
 import copy
 import math
-from dataclasses import dataclass
 
 import torch
 
-from openmm_ddpm.diffusion import EDMDiffusion
-
-
-@dataclass(frozen=True)
-class TrainingSettings:
-    """Optimizer settings.
-
-    Attributes
-    ----------
-    batch_size : int
-    learning_rate : float
-    ema_decay : float
-        EMA weights w_ema <- d w_ema + (1 - d) w after every step.
-    weight_decay : float
-        AdamW weight decay.
-    gradient_clip : float
-        Maximum gradient norm.
-    """
-
-    batch_size: int = 256
-    learning_rate: float = 1e-3
-    ema_decay: float = 0.995
-    weight_decay: float = 0.0
-    gradient_clip: float = 1.0
-
-    def __post_init__(self):
-        if self.batch_size < 1 or not self.learning_rate > 0 or not 0 <= self.ema_decay < 1:
-            raise ValueError("need batch_size >= 1, learning_rate > 0, 0 <= ema_decay < 1")
+from openmm_ddpm.model.diffusion import EDMDiffusion
+from openmm_ddpm.settings import TrainingSettings
 
 
 class OnlineTrainer:
@@ -42,7 +15,9 @@ class OnlineTrainer:
     ----------
     diffusion : EDMDiffusion
         Its network is trained in place.
-    settings : TrainingSettings
+    settings : openmm_ddpm.settings.TrainingSettings
+        Its optimizer fields (batch_size, learning_rate, ema_decay,
+        weight_decay, gradient_clip) are used.
     seed : int
         Seeds the minibatch and noise draws.
     """

@@ -25,6 +25,8 @@ import torch
 from openmm import unit
 from openmmtools import cache, mcmc
 
+from openmm_ddpm.model.protocol import RelabellingModel, draw_and_score, relabel
+
 
 @dataclass
 class ProposalStatistics:
@@ -153,16 +155,12 @@ class GenerativeProposal(mcmc.MCMCMove):
 
     Parameters
     ----------
-    model : object
-        Implements ``sample(n, temperature, generator=None, reference_positions=None)
-        -> (positions (n, N, 3) nm, log_q (n,))`` and
-        ``log_prob(positions, temperature) -> log_q (n,)``, both over the
-        coordinates of the reduced potential (see ``openmm_ddpm.model``).
-        A model may also offer ``sample_and_score(n, temperature,
-        current_positions, generator=None) -> (positions, log_q,
-        log_q_current)``, a fused form the move then uses, and
-        ``relabel(positions, rng)``, applied to the current state first
-        (symmetric atom groups; see ``openmm_ddpm.internal``).
+    model : openmm_ddpm.model.ProposalModel
+        ``sample`` and ``log_prob`` over the coordinates of the reduced
+        potential (``openmm_ddpm.model.protocol``). A model that is also a
+        ``FusedProposalModel`` draws and scores in one pass; a
+        ``RelabellingModel`` relabels the current state's equivalent atoms
+        first (``openmm_ddpm.coordinates.symmetry``).
     n_candidates : int
         K; 1 is independence Metropolis-Hastings.
     random_state : int, numpy.random.Generator or None
@@ -193,11 +191,11 @@ class GenerativeProposal(mcmc.MCMCMove):
         check_system_supported(thermodynamic_state.system)
         temperature = thermodynamic_state.temperature
         current = np.asarray(sampler_state.positions.value_in_unit(unit.nanometer), dtype=np.float64)
-        relabel = getattr(self.model, "relabel", None)
-        if relabel is not None:  # the kernel R: a random valid relabelling of symmetric groups
-            current = relabel(current[None], self.rng)[0]
+        if isinstance(self.model, RelabellingModel):  # the kernel R: a random valid relabelling of symmetric groups
+            current = relabel(self.model, current[None], self.rng)[0]
             sampler_state.positions = unit.Quantity(current, unit.nanometer)
-        candidates, log_q_candidates, log_q_current = self._draw_and_score(temperature, current)
+        candidates, log_q_candidates, log_q_current = draw_and_score(
+            self.model, self.n_candidates, temperature, current, generator=self.torch_generator)
         self.statistics.n_moves += 1
         self.statistics.n_candidates += self.n_candidates
         if not np.isfinite(log_q_current):
@@ -218,17 +216,6 @@ class GenerativeProposal(mcmc.MCMCMove):
             self.statistics.n_accepted += 1
             sampler_state.positions = unit.Quantity(configurations[chosen], unit.nanometer)
         self.last_outcome = MoveOutcome(chosen, log_weights, ess_fraction)
-
-    def _draw_and_score(self, temperature, current):
-        """K candidates with log q, and log q of the current state."""
-        fused = getattr(self.model, "sample_and_score", None)
-        if fused is not None:
-            return fused(self.n_candidates, temperature, current, generator=self.torch_generator)
-        candidates, log_q_candidates = self.model.sample(
-            self.n_candidates, temperature, generator=self.torch_generator, reference_positions=current
-        )
-        log_q_current = float(self.model.log_prob(current[None], temperature)[0])
-        return candidates, log_q_candidates, log_q_current
 
     def reset_statistics(self):
         """Zero the counters."""

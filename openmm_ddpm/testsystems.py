@@ -9,15 +9,7 @@ import numpy as np
 import openmm
 from openmm import app, unit
 
-_BOLTZMANN_KJ_PER_MOL_K = (unit.MOLAR_GAS_CONSTANT_R).value_in_unit(
-    unit.kilojoule_per_mole / unit.kelvin
-)
-
-
-def kt_kj_per_mol(temperature):
-    """Return k_B T in kJ/mol for a temperature Quantity."""
-    return _BOLTZMANN_KJ_PER_MOL_K * temperature.value_in_unit(unit.kelvin)
-
+from openmm_ddpm.units import kt_kj_per_mol
 
 @dataclass(frozen=True)
 class WellPopulations:

@@ -14,33 +14,13 @@ relative placement is sampled by MD and replica exchange.
 Rotor groups are found per molecule and verified against the energy of
 the whole System.
 """
-from collections import deque
-
 import numpy as np
 import torch
 
-from openmm_ddpm.coordinates import as_positions_tensor
-from openmm_ddpm.internal import (InternalCoordinates, _GraphTopology, bond_graph_from_system,
-                                  energy_invariant_groups, rotor_hydrogen_groups)
-
-
-def connected_components(neighbours):
-    """Atom index lists of the bond graph's connected components, each sorted, ordered by first atom."""
-    seen, components = set(), []
-    for start in range(len(neighbours)):
-        if start in seen:
-            continue
-        seen.add(start)
-        component, queue = [], deque([start])
-        while queue:
-            atom = queue.popleft()
-            component.append(atom)
-            for other in neighbours[atom]:
-                if other not in seen:
-                    seen.add(other)
-                    queue.append(other)
-        components.append(sorted(component))
-    return components
+from openmm_ddpm.coordinates.cartesian import as_positions_tensor
+from openmm_ddpm.coordinates.internal import InternalCoordinates
+from openmm_ddpm.coordinates.symmetry import energy_invariant_groups, rotor_hydrogen_groups
+from openmm_ddpm.coordinates.topology import GraphTopology, bond_graph_from_system, connected_components
 
 
 def molecular_coordinates(system, reference_positions, torsion_cuts=None, relative_sibling_torsions=False,
@@ -94,7 +74,7 @@ class MoleculeCoordinates:
         self.molecules = []
         for atoms in self.atoms:
             local = {atom: m for m, atom in enumerate(atoms)}
-            graph = _GraphTopology([[local[b] for b in neighbours[a]] for a in atoms], [elements[a] for a in atoms])
+            graph = GraphTopology([[local[b] for b in neighbours[a]] for a in atoms], [elements[a] for a in atoms])
             molecule = InternalCoordinates(graph, reference[atoms], relative_sibling_torsions=relative_sibling_torsions)
             if system is not None:
                 molecule.use_rotor_groups(_verified_rotor_groups(molecule, graph, atoms, system, reference))
@@ -137,10 +117,10 @@ class MoleculeCoordinates:
         positions = as_positions_tensor(positions, self.n_atoms)
         return positions, [positions[:, atoms] for atoms in self.atoms]
 
-    def fit(self, positions):
+    def fit(self, positions, rng):
         """Fit every molecule's torsion and rotor windows on its part of the data."""
         for molecule, part in zip(self.molecules, self._parts(positions)[1]):
-            molecule.fit(part)
+            molecule.fit(part, rng)
 
     def forward(self, positions):
         """Positions (n, N, 3) nm -> (features (n, n_features), logdet = -ln J (n,))."""

@@ -1,7 +1,7 @@
 """The trained model as the proposal sees it: positions in nm, exact log q.
 
 ``DiffusionProposalModel`` wraps a (frozen) ``EDMDiffusion`` and a
-``Representation`` into the protocol of ``GenerativeProposal``:
+``Representation`` into the protocol of ``GenerativeProposal`` (``protocol.py``):
 
 - ``sample(n, temperature, generator=None, reference_positions=None)``
   -> (positions (n, N, 3) float64 nm, log_q (n,))
@@ -12,25 +12,15 @@ the representation's features plus, where the representation keeps a
 frame (centre of mass, rigid-body frame), the slice at the reference
 configuration's frame. With symmetric atom groups (rotors) the returned
 value is log q + log n(z), so that exp(-u - log_prob) are the weights of
-the target pi/n on the relabelled space (internal.py). A candidate's log q is computed by the very same
+the target pi/n on the relabelled space (coordinates/symmetry.py). A candidate's log q is computed by the very same
 function as the current state's (``log_prob``), so the two are consistent
 by construction; NaN marks a point outside the proposal's support.
 """
 import numpy as np
 import torch
-from openmm import unit
 
-from openmm_ddpm.coordinates import as_positions_tensor
-
-
-def temperature_kelvin(temperature):
-    """Return a positive temperature Quantity as a float in K."""
-    if not unit.is_quantity(temperature):
-        raise TypeError(f"temperature must be an openmm.unit.Quantity, got {temperature!r}")
-    value = float(temperature.value_in_unit(unit.kelvin))
-    if not value > 0:
-        raise ValueError(f"temperature must be positive, got {temperature}")
-    return value
+from openmm_ddpm.coordinates.cartesian import as_positions_tensor
+from openmm_ddpm.units import temperature_kelvin
 
 
 class DiffusionProposalModel:

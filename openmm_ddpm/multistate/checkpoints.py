@@ -1,17 +1,23 @@
 """Crash-safe checkpoints: atomic writes, content hashes, safe loading.
 
-A checkpoint is written to a temporary file in the same directory, flushed
+A run's checkpoints live in ``<storage without extension>_ddpm/``
+(``run_directory_of``), one file per checkpoint iteration, with the SHA-256
+of each recorded in the openmmtools storage; ``newest_intact_checkpoint``
+returns the newest one whose hash matches. A checkpoint is written to a temporary file in the same directory, flushed
 and fsync'ed, then renamed over the final name (atomic on POSIX), and the
 directory is fsync'ed. A killed writer leaves at worst a stray temporary
 file, never a truncated checkpoint. Loading uses ``torch.load(...,
 weights_only=True)``: no arbitrary code is unpickled.
 """
 import hashlib
+import logging
 import os
 import re
 import tempfile
 
 import torch
+
+logger = logging.getLogger(__name__)
 
 CHECKPOINT_PATTERN = re.compile(r"^ddpm_checkpoint_(\d+)\.pt$")
 
@@ -92,3 +98,35 @@ def prune_checkpoints(directory, keep):
     for name in os.listdir(directory):
         if name.startswith(".tmp_"):
             os.unlink(os.path.join(directory, name))
+
+
+def run_directory_of(storage):
+    """Directory of a run's DDPM checkpoints: ``<storage without extension>_ddpm``."""
+    root, _ = os.path.splitext(os.path.abspath(storage))
+    return root + "_ddpm"
+
+
+def newest_intact_checkpoint(reporter, max_iteration=None):
+    """The newest DDPM checkpoint whose SHA-256 matches the one recorded in storage.
+
+    Parameters
+    ----------
+    reporter : openmmtools.multistate.MultiStateReporter
+        Open reporter of the run.
+    max_iteration : int, optional
+        Ignore checkpoints of later iterations.
+
+    Returns
+    -------
+    state : dict or None
+    iteration : int or None
+    """
+    directory = run_directory_of(reporter.filepath)
+    iterations = [i for i in list_checkpoints(directory) if max_iteration is None or i <= max_iteration]
+    for iteration in reversed(iterations):
+        try:
+            recorded = reporter.read_dict(f"ddpm_checkpoint_{iteration}")["sha256"]
+            return load_verified(checkpoint_path(directory, iteration), recorded), iteration
+        except Exception as error:  # missing record, hash mismatch, unreadable file
+            logger.warning(f"skipping DDPM checkpoint of iteration {iteration}: {error}")
+    return None, None

@@ -31,54 +31,7 @@ from dataclasses import dataclass
 
 import torch
 
-
-@dataclass(frozen=True)
-class DiffusionSettings:
-    """Hyperparameters of the EDM formulation and its samplers.
-
-    Attributes
-    ----------
-    sigma_min : float
-        Noise level where the flow stops (standardized units). A larger value
-        gives a broader, still exact, proposal (DESIGN.md section 7).
-    sigma_max : float
-        Standard deviation of the Gaussian prior.
-    sigma_data : float
-        Data scale for the preconditioning (1 for standardized features).
-    rho : float
-        Exponent of the Karras noise-level spacing.
-    n_steps : int
-        Heun steps of the probability-flow map.
-    n_sde_steps : int
-        Euler-Maruyama steps of the fast stochastic sampler.
-    p_mean, p_std : float
-        Log-normal distribution of training noise levels.
-    inversion_tolerance : float
-        Residual (standardized units) at which a step inversion is converged.
-    max_fixed_point_iterations : int or None
-        Cheap fixed-point iterations before Newton in the step inversion.
-        None: 0 for D <= 16 (a Jacobian costs about D forward passes, so
-        Newton wins), 10 above.
-    max_newton_iterations : int
-    """
-
-    sigma_min: float = 0.05
-    sigma_max: float = 10.0
-    sigma_data: float = 1.0
-    rho: float = 7.0
-    n_steps: int = 40
-    n_sde_steps: int = 200
-    p_mean: float = -1.2
-    p_std: float = 1.2
-    inversion_tolerance: float = 1e-12
-    max_fixed_point_iterations: int | None = None
-    max_newton_iterations: int = 8
-
-    def __post_init__(self):
-        if not 0 < self.sigma_min < self.sigma_max:
-            raise ValueError("need 0 < sigma_min < sigma_max")
-        if self.n_steps < 1 or self.n_sde_steps < 1:
-            raise ValueError("n_steps and n_sde_steps must be >= 1")
+from openmm_ddpm.settings import DiffusionSettings
 
 
 @dataclass(frozen=True)

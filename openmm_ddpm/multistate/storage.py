@@ -1,4 +1,4 @@
-"""Reading a multistate run's storage per thermodynamic state (openmmtools MultiStateReporter).
+"""Reading a multistate run's storage: per thermodynamic state, and the DDPM statistics per iteration.
 
 openmmtools stores each *replica*; analysis wants each *state*. These
 readers undo the replica permutation of every iteration.
@@ -98,3 +98,32 @@ def neighbour_swap_acceptance(storage, first_iteration=1):
     k = np.arange(len(accepted) - 1)
     together = proposed[k, k + 1] + proposed[k + 1, k]
     return (accepted[k, k + 1] + accepted[k + 1, k]) / np.maximum(together, 1)
+
+
+def read_ddpm_statistics(storage):
+    """Per-iteration DDPM statistics of a run, as a dict of numpy arrays.
+
+    Parameters
+    ----------
+    storage : str
+        Path of the openmmtools storage file.
+
+    Returns
+    -------
+    dict
+        One float array per statistic, indexed by iteration (``ddpm_phase``,
+        ``ddpm_n_candidates``, ``ddpm_n_accepted``, ``ddpm_n_invalid``,
+        ``ddpm_ess_fraction``, ``ddpm_training_loss``, ``ddpm_training_seconds``,
+        ``ddpm_proposal_seconds``, ``ddpm_buffer_frames``,
+        ``ddpm_training_steps``); NaN where an iteration wrote none.
+    """
+    import netCDF4
+
+    with netCDF4.Dataset(storage, "r") as dataset:
+        group = dataset.groups["online_analysis"]
+        suffix = "_history"
+        return {
+            name[: -len(suffix)]: np.ma.filled(group.variables[name][:, 0].astype(float), np.nan)
+            for name in group.variables
+            if name.startswith("ddpm_") and name.endswith(suffix)
+        }

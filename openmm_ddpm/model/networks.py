@@ -74,7 +74,7 @@ class ConditionedMLP(nn.Module):
     """
 
     def __init__(self, n_features, *, width=128, depth=3, reference_temperature_kelvin=300.0, n_frequencies=8,
-                 temperature_max_frequency=2.0):
+                 temperature_max_frequency=0.25):
         super().__init__()
         if n_features < 1 or width < 1 or depth < 0:
             raise ValueError("n_features and width must be >= 1 and depth >= 0")

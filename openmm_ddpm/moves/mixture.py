@@ -22,7 +22,9 @@ import torch
 from openmm import unit
 from scipy.special import logsumexp
 
-from openmm_ddpm.model import temperature_kelvin
+from openmm_ddpm.model.proposal_model import DiffusionProposalModel
+from openmm_ddpm.model.protocol import draw_candidates, relabel
+from openmm_ddpm.units import temperature_kelvin
 
 
 class TemperatureMixture:
@@ -98,14 +100,10 @@ class TemperatureMixture:
 
     def relabel(self, positions, rng):
         """The wrapped model's relabelling of symmetric atom groups (identity without one)."""
-        relabel = getattr(self.model, "relabel", None)
-        return np.asarray(positions) if relabel is None else relabel(positions, rng)
+        return relabel(self.model, positions, rng)
 
     def _draw(self, n, temperature, generator, reference_positions):
         """Positions from randomly chosen components, and which draws are valid."""
-        if generator is None:
-            generator = torch.Generator()
-            generator.seed()
         component = torch.multinomial(torch.as_tensor(np.exp(self.log_weights)), n, replacement=True,
                                       generator=generator).numpy()
         positions, valid = None, np.zeros(n, dtype=bool)
@@ -120,11 +118,10 @@ class TemperatureMixture:
         return positions, valid
 
     def _draw_component(self, n, temperature, generator, reference_positions):
-        draw = getattr(self.model, "draw", None)
-        if draw is not None:
-            return draw(n, temperature, generator=generator, reference_positions=reference_positions)
-        positions, log_q = self.model.sample(n, temperature, generator=generator, reference_positions=reference_positions)
-        return np.asarray(positions, dtype=np.float64), np.isfinite(log_q)
+        if isinstance(self.model, DiffusionProposalModel):  # positions without their densities: cheaper
+            return self.model.draw(n, temperature, generator=generator, reference_positions=reference_positions)
+        positions, log_q = draw_candidates(self.model, n, temperature, generator, reference_positions)
+        return positions, np.isfinite(log_q)
 
 
 def mixture_log_density(component_log_q, log_weights):

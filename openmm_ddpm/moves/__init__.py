@@ -1,0 +1,15 @@
+"""Monte Carlo moves (openmmtools ``MCMCMove`` subclasses) and their exact rules.
+
+``proposal`` is the multiple-try Metropolis-Hastings move with exact model
+densities (DESIGN.md section 2); ``mixture`` makes one proposal model out
+of its conditionals at several temperatures, with the exact mixture
+density; ``streaming`` is the Langevin move that streams frames to the
+learner. May import ``openmm_ddpm.model``, ``coordinates`` and ``units``;
+never the samplers or the application.
+"""
+from openmm_ddpm.moves.mixture import TemperatureMixture
+from openmm_ddpm.moves.proposal import GenerativeProposal, ProposalStatistics, reduced_potentials
+from openmm_ddpm.moves.streaming import StreamingLangevinMove
+
+__all__ = ["GenerativeProposal", "ProposalStatistics", "StreamingLangevinMove", "TemperatureMixture",
+           "reduced_potentials"]

@@ -1,0 +1,287 @@
+"""The online learner: replay buffer -> trainer -> frozen float64 proposal model, and the moves that use it.
+
+``OnlineLearner`` holds a run's learning state on MPI rank 0: the frames
+streamed so far, the representation fitted on the first of them, the
+network with its optimizer and EMA weights, and one ``GenerativeProposal``
+per target state. The samplers call ``train`` (adaptive phase), ``refine``
+and ``refresh_proposal_model`` (at the freeze) and ``proposal_for``;
+``state_dict``/``load_state_dict`` are its checkpoint. May import
+``model``, ``coordinates``, ``moves``, ``settings``; never the samplers.
+"""
+import logging
+import time
+
+import numpy as np
+import torch
+from openmm import unit
+
+from openmm_ddpm._version import __version__
+from openmm_ddpm.coordinates.cartesian import CartesianCoordinates
+from openmm_ddpm.coordinates.molecules import molecular_coordinates
+from openmm_ddpm.coordinates.representation import Representation, Standardizer
+from openmm_ddpm.model.diffusion import EDMDiffusion
+from openmm_ddpm.model.networks import ConditionedMLP
+from openmm_ddpm.model.proposal_model import DiffusionProposalModel
+from openmm_ddpm.model.trainer import OnlineTrainer, cosine_learning_rate
+from openmm_ddpm.moves.mixture import TemperatureMixture
+from openmm_ddpm.moves.proposal import GenerativeProposal, ProposalStatistics
+from openmm_ddpm.multistate.buffer import ReplayBuffer
+
+logger = logging.getLogger(__name__)
+
+
+class OnlineLearner:
+    """The learning state of a run: buffer -> trainer -> frozen proposal model, and the proposal moves.
+
+    Lives on MPI rank 0 only.
+
+    Parameters
+    ----------
+    settings : openmm_ddpm.settings.Settings
+    system : openmm.System
+        Masses (centre of mass) and harmonic bonds (internal coordinates).
+    reference_positions : numpy.ndarray, (n_atoms, 3), nm
+        Structure whose chirality internal coordinates keep.
+    target_temperatures_kelvin : sequence of float, K
+        Temperatures of the proposal target states (used by the training
+        setting ``target_fraction``).
+    """
+
+    def __init__(self, settings, system, reference_positions, target_temperatures_kelvin=()):
+        self.settings = settings
+        self.target_temperatures_kelvin = tuple(float(t) for t in target_temperatures_kelvin)
+        self.system = system
+        self.reference_positions = np.asarray(reference_positions, dtype=float)
+        self.buffer = ReplayBuffer(settings.training.buffer_capacity, system.getNumParticles())
+        self.device = _resolve_device(settings.model.device)
+        self.representation = None
+        self.trainer = None
+        self.proposals = {}
+        self.frozen = False
+        self.restored_from_iteration = None
+        self._proposal_model = None
+        self.relabel_rng = np.random.default_rng(settings.proposals.seed)
+
+    # --- learning -----------------------------------------------------------------
+
+    def train(self, progress=None):
+        """One training round on the buffer; returns the mean loss (nan if not ready).
+
+        Parameters
+        ----------
+        progress : float, optional
+            Share of the adaptive phase done (0 to 1); with the setting
+            ``final_learning_rate`` it sets this round's learning rate
+            (``cosine_learning_rate``). None keeps ``learning_rate``.
+        """
+        training = self.settings.training
+        if len(self.buffer) < training.min_buffer_frames:
+            return float("nan")
+        positions, temperatures = self.buffer.arrays()
+        if self.trainer is None:
+            self._build_model(positions)
+        if progress is not None and training.final_learning_rate is not None:
+            self.trainer.set_learning_rate(cosine_learning_rate(progress, training.learning_rate,
+                                                                training.final_learning_rate))
+        subset = self._training_subset(temperatures)
+        features, kelvin = self._features(positions[subset], temperatures[subset])
+        return self.trainer.step(features, kelvin, training.train_steps)
+
+    def _features(self, positions, temperatures, chunk=20_000):
+        """Standardized features and temperatures (K) of frames, relabelled into the rotor windows.
+
+        Frames no relabelling brings into the rotor windows are dropped.
+        Works in chunks of ``chunk`` frames to bound the float64 memory.
+        """
+        coordinates = self.representation.coordinates
+        parts, kelvins = [], []
+        for start in range(0, len(positions), chunk):
+            chosen = coordinates.relabel(positions[start:start + chunk].astype(np.float64), self.relabel_rng)
+            raw, _ = coordinates.forward(chosen)
+            keep = coordinates.in_domain(raw)
+            features, _ = self.representation.standardizer.forward(raw[keep])
+            parts.append(features.to(torch.float32))
+            kelvins.append(torch.as_tensor(temperatures[start:start + chunk])[keep])
+        return torch.cat(parts), torch.cat(kelvins)
+
+    def refine(self, n_steps, report_every=5000):
+        """Train ``n_steps`` more optimizer steps on the whole buffer, then refresh the proposal model.
+
+        The buffer is featurized once (relabelled into the rotor windows);
+        the learning rate restarts at ``learning_rate`` and decays along a
+        cosine to ``final_learning_rate`` (``learning_rate / 100`` if that
+        is None) over the ``n_steps``. The sampler calls this at the freeze
+        (setting ``refine_steps``): the frozen model then depends only on
+        the run's past at the freeze, so the production phase stays exact.
+        ``refine_proposal_model`` calls it on a finished run.
+
+        Parameters
+        ----------
+        n_steps : int
+        report_every : int
+            Optimizer steps between progress lines in the log.
+
+        Returns
+        -------
+        float
+            Mean training loss of the last ``report_every`` steps.
+        """
+        training = self.settings.training
+        if self.trainer is None:
+            raise ValueError("nothing to refine: the model has not been trained yet")
+        final = training.final_learning_rate or training.learning_rate / 100.0
+        start = time.perf_counter()
+        features, kelvin = self._features(*self.buffer.arrays())
+        logger.info(f"refining on {len(features)} frames for {n_steps} steps "
+                    f"(featurized in {time.perf_counter() - start:.0f} s)")
+        loss, done = float("nan"), 0
+        while done < n_steps:
+            chunk = min(report_every, n_steps - done)
+            self.trainer.set_learning_rate(cosine_learning_rate(done / n_steps, training.learning_rate, final))
+            loss = self.trainer.step(features, kelvin, chunk)
+            done += chunk
+            logger.info(f"refinement: {done}/{n_steps} steps, loss {loss:.3f}, {time.perf_counter() - start:.0f} s")
+        self.refresh_proposal_model()
+        return loss
+
+    def _training_subset(self, temperatures):
+        """Indices of the frames this round featurizes: as many as its minibatches can use,
+        a share ``target_fraction`` of them at the target temperatures if asked."""
+        training = self.settings.training
+        size = min(len(temperatures), training.train_steps * training.batch_size)
+        at_target = np.isin(np.round(temperatures, 3), np.round(np.asarray(self.target_temperatures_kelvin, dtype=np.float32), 3))
+        if training.target_fraction is None or not at_target.any():
+            return np.sort(self.relabel_rng.choice(len(temperatures), size=size, replace=False))
+        n_target = int(round(training.target_fraction * size)) if (~at_target).any() else size
+        parts = []
+        for pool, n in ((np.flatnonzero(at_target), n_target), (np.flatnonzero(~at_target), size - n_target)):
+            if n > 0:
+                parts.append(self.relabel_rng.choice(pool, size=n, replace=n > len(pool)))
+        return np.sort(np.concatenate(parts))
+
+    def _coordinates(self, torsion_cuts=None, torsion_widths=None):
+        settings = self.settings.representation
+        if settings.resolved_kind(self.system) == "internal":
+            return molecular_coordinates(self.system, self.reference_positions, torsion_cuts,
+                                         relative_sibling_torsions=settings.relative_sibling_torsions,
+                                         torsion_widths=torsion_widths)
+        return CartesianCoordinates(self.buffer.n_atoms, masses=_masses(self.system),
+                                    remove_center_of_mass=settings.remove_center_of_mass)
+
+    def _build_model(self, positions=None, standardizer=None, torsion_cuts=None, torsion_widths=None):
+        coordinates = self._coordinates(torsion_cuts, torsion_widths)
+        if standardizer is None:
+            self.representation = Representation.fit(coordinates, positions.astype(np.float64), self.relabel_rng)
+        else:
+            self.representation = Representation(coordinates, standardizer)
+        model = self.settings.model
+        with torch.random.fork_rng(devices=[]):  # initial weights from the settings' seed, global RNG untouched
+            torch.manual_seed(self.settings.proposals.seed)
+            network = ConditionedMLP(coordinates.n_features, width=model.width, depth=model.depth,
+                                     temperature_max_frequency=model.temperature_max_frequency).to(self.device)
+        diffusion = EDMDiffusion(network, model.diffusion_settings())
+        self.trainer = OnlineTrainer(diffusion, self.settings.training, seed=self.settings.proposals.seed)
+
+    @property
+    def proposal_model(self):
+        """The frozen float64 model the proposal moves use (None before the first training round)."""
+        return self._proposal_model
+
+    @property
+    def ready_to_propose(self):
+        """True once the model has had ``min_training_steps`` optimizer steps, or is frozen for good.
+
+        A frozen model will not improve by waiting, and its proposals are
+        exact whatever its quality, so the production phase always proposes.
+        """
+        if self.trainer is None or self._proposal_model is None:
+            return False
+        return self.frozen or self.trainer.n_steps_done >= self.settings.proposals.min_training_steps
+
+    def refresh_proposal_model(self):
+        """Give every proposal move a new frozen float64 copy of the EMA model."""
+        self._proposal_model = DiffusionProposalModel(self.trainer.frozen_diffusion(), self.representation)
+        for proposal in self.proposals.values():
+            proposal.model = self._move_model()
+
+    def _move_model(self):
+        """What the moves draw from: the proposal model, or its temperature mixture if the settings ask."""
+        settings = self.settings.proposals
+        if tuple(float(s) for s in settings.temperature_factors) == (1.0,):
+            return self._proposal_model
+        return TemperatureMixture(self._proposal_model, settings.temperature_factors,
+                                  settings.temperature_factor_weights or None)
+
+    def proposal_for(self, state_index):
+        """The GenerativeProposal of a target state (created on first use)."""
+        if state_index not in self.proposals:
+            settings = self.settings.proposals
+            seed = np.random.SeedSequence([settings.seed, int(state_index)])
+            self.proposals[state_index] = GenerativeProposal(
+                self._move_model(), n_candidates=settings.n_candidates, random_state=np.random.default_rng(seed)
+            )
+        return self.proposals[state_index]
+
+    # --- checkpoints ----------------------------------------------------------------
+
+    def state_dict(self, iteration):
+        state = {
+            "package_version": __version__,
+            "iteration": int(iteration),
+            "reference_positions": torch.as_tensor(self.reference_positions),
+            "frozen": self.frozen,
+            "buffer": {k: (torch.as_tensor(v) if isinstance(v, np.ndarray) else v) for k, v in self.buffer.state_dict().items()},
+            "proposals": {
+                str(k): {"rng": p.rng.bit_generator.state, "torch_generator": p.torch_generator.get_state(),
+                         "statistics": vars(p.statistics).copy()}
+                for k, p in self.proposals.items()
+            },
+        }
+        if self.trainer is not None:
+            state["trainer"] = self.trainer.state_dict()
+            state.update(self._representation_state())
+        return state
+
+    def _representation_state(self):
+        """The fitted representation: standardizer, and torsion and rotor windows where there are any."""
+        state = {"standardizer": self.representation.standardizer.state_dict()}
+        cuts = getattr(self.representation.coordinates, "torsion_cuts", None)
+        if cuts is not None:
+            state["torsion_cuts"] = cuts.clone()
+            state["torsion_widths"] = self.representation.coordinates.torsion_widths.clone()
+        return state
+
+    def _rebuild_model(self, state):
+        """A fresh network on the representation ``_representation_state`` saved in ``state``."""
+        self._build_model(standardizer=Standardizer.from_state_dict(state["standardizer"]),
+                          torsion_cuts=state.get("torsion_cuts"), torsion_widths=state.get("torsion_widths"))
+
+    def load_state_dict(self, state):
+        self.buffer = ReplayBuffer.from_state_dict({k: (v.numpy() if torch.is_tensor(v) else v) for k, v in state["buffer"].items()})
+        self.frozen = bool(state["frozen"])
+        self.reference_positions = state["reference_positions"].numpy()
+        if "trainer" in state:
+            self._rebuild_model(state)
+            self.trainer.load_state_dict(state["trainer"])
+            self.refresh_proposal_model()
+        for key, saved in state["proposals"].items():
+            proposal = self.proposal_for(int(key))
+            proposal.rng.bit_generator.state = saved["rng"]
+            proposal.torch_generator.set_state(saved["torch_generator"])
+            proposal.statistics = ProposalStatistics(**saved["statistics"])
+
+
+def _masses(system):
+    return np.array([system.getParticleMass(i).value_in_unit(unit.amu) for i in range(system.getNumParticles())])
+
+
+def _resolve_device(device):
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def target_temperatures_kelvin(thermodynamic_states, proposal_settings):
+    """Temperatures (K) of the proposal target states that exist among ``thermodynamic_states``."""
+    return [thermodynamic_states[int(s)].temperature.value_in_unit(unit.kelvin)
+            for s in proposal_settings.target_states if int(s) < len(thermodynamic_states)]

@@ -1,0 +1,173 @@
+"""A finished run's model: loading, exporting, refining.
+
+``load_run`` rebuilds the learning state of a run's newest intact
+checkpoint (``LoadedRun``); ``export_proposal_model`` writes the proposal
+model alone to a small weights-only file and ``load_exported_model``
+reads it back for the System it was trained on; ``refine_proposal_model``
+trains a finished run's model longer on its whole buffer.
+
+The online model sees each streamed frame only a few times; a model trained
+longer on the same frames is what reweighting at temperatures the run never
+simulated needs (benchmarks/results/alanine_dipeptide_long_training_*.json).
+In a new run, the training setting ``refine_steps`` does this at the freeze,
+before the production phase. A model refined after the run has seen
+production-phase frames, so it is not the model the run's chain used; it
+serves reweighting and generation (importance sampling is consistent for
+any proposal density that covers the target), never a retroactive change
+of the run's proposals.
+"""
+import dataclasses
+
+import torch
+
+from openmm_ddpm._version import __version__
+from openmm_ddpm.multistate.checkpoints import load_verified, newest_intact_checkpoint, run_directory_of, save_atomic
+from openmm_ddpm.multistate.learner import OnlineLearner, target_temperatures_kelvin
+from openmm_ddpm.settings import GROUPS, Settings
+
+
+@dataclasses.dataclass
+class LoadedRun:
+    """The learning state of a run's newest intact checkpoint.
+
+    Attributes
+    ----------
+    model : openmm_ddpm.model.DiffusionProposalModel
+        The frozen float64 EMA model, as the run's proposals used it.
+    learner : OnlineLearner
+        The whole learning state (buffer, trainer, proposal statistics).
+    iteration : int
+        Iteration of the checkpoint.
+    settings : openmm_ddpm.settings.Settings
+    thermodynamic_states : list of openmmtools.states.ThermodynamicState
+    """
+
+    model: object
+    learner: OnlineLearner
+    iteration: int
+    settings: Settings
+    thermodynamic_states: list
+
+
+def load_run(storage):
+    """The learning state of a DDPM sampler run's newest intact checkpoint, for analysis and generation.
+
+    Parameters
+    ----------
+    storage : str
+        openmmtools storage file of a DDPM sampler run.
+
+    Returns
+    -------
+    LoadedRun
+    """
+    from openmmtools import multistate
+
+    reporter = multistate.MultiStateReporter(storage, open_mode="r")
+    try:
+        options = reporter.read_dict("options")
+        thermodynamic_states, _ = reporter.read_thermodynamic_states()
+        state, iteration = newest_intact_checkpoint(reporter)
+    finally:
+        reporter.close()
+    if state is None or "trainer" not in state:
+        raise FileNotFoundError(f"no intact checkpoint with a trained model next to {storage} (in {run_directory_of(storage)})")
+    settings = Settings.from_dict({name: options.get(name) for name in GROUPS} | {"freeze_after": options.get("freeze_after")})
+    learner = OnlineLearner(settings, thermodynamic_states[0].system, state["reference_positions"].numpy(),
+                            target_temperatures_kelvin(thermodynamic_states, settings.proposals))
+    learner.load_state_dict(state)
+    return LoadedRun(learner.proposal_model, learner, iteration, settings, thermodynamic_states)
+
+
+def export_proposal_model(ddpm, path, iteration):
+    """Write the proposal model of a learning state to a small file.
+
+    Keeps what scoring and generation need, without the buffer, optimizer
+    or statistics: settings, standardization, torsion and rotor windows,
+    reference structure and EMA weights (weights only, no code; load with
+    ``load_exported_model``). For a finished run:
+    ``run = load_run(storage)`` first, then ``run.learner``. Pass the
+    live state (``sampler.learner``) while the sampler still holds its
+    storage open: opening the storage a second time in the same process
+    is what HDF5 does not survive.
+
+    Parameters
+    ----------
+    ddpm : OnlineLearner
+        A trained learning state (``sampler.learner``, or ``load_run(storage).learner``).
+    path : str
+    iteration : int
+        Iteration the state belongs to (recorded).
+
+    Returns
+    -------
+    str
+        SHA-256 of the written file.
+    """
+    if ddpm.trainer is None:
+        raise ValueError("nothing to export: the model has not been trained yet")
+    state = {
+        "package_version": __version__, "iteration": int(iteration),
+        "settings": {name: getattr(ddpm.settings, name).to_dict() for name in GROUPS},
+        "reference_positions": torch.as_tensor(ddpm.reference_positions),
+        "ema_network": ddpm.trainer.ema_network.state_dict(),
+        **ddpm._representation_state(),
+    }
+    return save_atomic(state, path)
+
+
+def load_exported_model(path, system, expected_sha256=None):
+    """The proposal model of ``export_proposal_model``, for the System it was trained on.
+
+    Parameters
+    ----------
+    path : str
+    system : openmm.System
+        Rotor symmetry is verified on it again.
+    expected_sha256 : str, optional
+        Refuse the file if its hash differs.
+
+    Returns
+    -------
+    openmm_ddpm.model.DiffusionProposalModel
+        Frozen, float64.
+    """
+    state = load_verified(path, expected_sha256)
+    settings = Settings.from_dict({name: state["settings"].get(name) for name in GROUPS})
+    settings = dataclasses.replace(settings, model=dataclasses.replace(settings.model, device="cpu"))
+    ddpm = OnlineLearner(settings, system, state["reference_positions"].numpy())
+    ddpm._rebuild_model(state)
+    ddpm.trainer.ema_network.load_state_dict(state["ema_network"])
+    ddpm.refresh_proposal_model()
+    return ddpm.proposal_model
+
+
+def refine_proposal_model(storage, n_steps, output):
+    """Train a finished run's model ``n_steps`` more steps on its whole buffer and export it.
+
+    Parameters
+    ----------
+    storage : str
+        openmmtools storage file of a DDPM sampler run (its newest intact
+        checkpoint supplies the model, optimizer and buffer).
+    n_steps : int
+        Optimizer steps (``OnlineLearner.refine``: cosine decay of the learning
+        rate from the run's ``learning_rate`` to its ``final_learning_rate``).
+        Runs on the device of the run's model settings ('auto': CUDA if
+        present).
+    output : str
+        Model file to write (``export_proposal_model`` format; load it with
+        ``load_exported_model``).
+
+    Returns
+    -------
+    model : openmm_ddpm.model.DiffusionProposalModel
+        The refined, frozen float64 model.
+    sha256 : str
+        SHA-256 of ``output``.
+    """
+    if int(n_steps) < 1:
+        raise ValueError(f"n_steps must be >= 1, got {n_steps}")
+    run = load_run(storage)
+    run.learner.refine(int(n_steps))  # logs its progress
+    return run.learner.proposal_model, export_proposal_model(run.learner, output, run.iteration)

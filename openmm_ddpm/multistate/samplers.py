@@ -1,0 +1,345 @@
+"""Drop-in openmmtools replica-exchange samplers with online diffusion proposals.
+
+The only module of the package that knows every part (learner, moves,
+checkpoints, storage); it holds nothing but the openmmtools classes.
+
+Per iteration (DESIGN.md section 5):
+
+1. openmmtools mixes replicas, then every replica is propagated (over MPI
+   ranks as openmmtools distributes it); the default move,
+   ``StreamingLangevinMove``, records a frame every ``stream_stride`` steps.
+   The samplers hook in through openmmtools' overridable
+   ``_propagate_replicas``/``_propagate_replica``, ``_report_iteration_items``
+   and ``_restore_sampler_from_reporter`` (openmmtools 0.27; each calls the
+   parent's body, none copies it);
+2. on rank 0 the frames enter a ``ReplayBuffer`` with the temperature of the
+   state they were sampled at; every ``train_interval`` iterations the model
+   takes ``train_steps`` optimizer steps (adaptive phase only);
+3. on rank 0, every ``propose_interval`` iterations, the replica at each
+   target state gets one exact ``GenerativeProposal`` move from a frozen
+   float64 copy of the EMA model; new positions are broadcast to every rank
+   before openmmtools recomputes the energy matrix, so the swaps stay correct;
+4. statistics go to the openmmtools storage (``online_analysis`` group, one
+   entry per iteration), and at every storage checkpoint iteration the whole
+   learning state is checkpointed atomically next to the storage, with its
+   SHA-256 recorded in storage.
+
+From ``freeze_after`` iterations on the model is frozen for good and the run
+is a homogeneous Markov chain that leaves the Boltzmann distribution of
+every state invariant (docs/exactness.md).
+"""
+import logging
+import time
+
+import mpiplus
+import numpy as np
+from openmm import unit
+from openmmtools import states
+from openmmtools.multistate import ParallelTemperingSampler, ReplicaExchangeSampler
+
+from openmm_ddpm._version import __version__
+from openmm_ddpm.moves.proposal import check_system_supported
+from openmm_ddpm.moves.streaming import StreamingLangevinMove
+from openmm_ddpm.multistate.checkpoints import (checkpoint_path, newest_intact_checkpoint, prune_checkpoints,
+                                                run_directory_of, save_atomic)
+from openmm_ddpm.multistate.learner import OnlineLearner, target_temperatures_kelvin
+from openmm_ddpm.settings import GROUPS, Settings
+
+logger = logging.getLogger(__name__)
+
+PHASE_ADAPTIVE, PHASE_PRODUCTION = 0, 1
+CHECKPOINTS_KEPT = 3
+PROGRESS_INTERVAL = 25  # iterations between progress lines at INFO (DEBUG in between)
+
+
+class DDPMSamplerMixin:
+    """What the DDPM samplers add to an openmmtools replica-exchange sampler.
+
+    Parameters
+    ----------
+    mcmc_moves : openmmtools.mcmc.MCMCMove or list, optional
+        Default: ``StreamingLangevinMove`` (2 fs, 1/ps, 500 steps, a frame
+        every ``training.stream_stride`` steps). With any other move, only the
+        final configuration of each iteration is streamed.
+    representation, model, training, proposals, dynamics : dataclass or dict, optional
+        The settings groups of ``openmm_ddpm.settings`` (``RepresentationSettings``,
+        ``ModelSettings``, ``TrainingSettings``, ``ProposalSettings``,
+        ``DynamicsSettings``); a dict is coerced, None gives the defaults.
+    freeze_after : int or None
+        Iteration after which the model is frozen for good (production phase).
+        None: never frozen; the whole run is adaptive.
+    settings : openmm_ddpm.settings.Settings, optional
+        All of the above in one object (e.g. ``Settings.from_yaml``); the
+        separate arguments must then be left out.
+    **kwargs
+        As the openmmtools sampler.
+    """
+
+    def __init__(self, mcmc_moves=None, representation=None, model=None, training=None, proposals=None,
+                 dynamics=None, freeze_after=None, settings=None, **kwargs):
+        if settings is None:
+            settings = Settings(representation=representation, model=model, training=training, proposals=proposals,
+                                dynamics=dynamics, freeze_after=freeze_after)
+        elif any(v is not None for v in (representation, model, training, proposals, dynamics, freeze_after)):
+            raise ValueError("pass either settings=Settings(...) or the separate settings groups, not both")
+        for name in GROUPS:
+            setattr(self, "_" + name, getattr(settings, name))
+        self._freeze_after = None if settings.freeze_after is None else int(settings.freeze_after)
+        self._settings = None  # openmmtools reports options as '_' + name; the groups are stored one by one
+        if mcmc_moves is None:
+            dynamics = self._dynamics
+            mcmc_moves = StreamingLangevinMove(
+                stream_stride=dynamics.stream_stride, timestep=dynamics.timestep, collision_rate=dynamics.collision_rate,
+                n_steps=dynamics.n_steps, reassign_velocities=False,
+            )
+        super().__init__(mcmc_moves=mcmc_moves, **kwargs)
+        self._ddpm = None
+        self._streamed_frames = {}
+        self._ddpm_iteration_statistics = None
+        self.last_proposal_updates = {}
+        self.last_proposal_moves = {}  # rank 0: {state index: (before nm, after nm, accepted)} of this iteration
+
+    # --- options: settings dataclasses are stored as plain dicts --------------------------
+
+    @property
+    def options(self):
+        options = super().options
+        for name in GROUPS:
+            options[name] = options[name].to_dict()
+        options.pop("settings", None)  # stored group by group
+        return options
+
+    @property
+    def settings(self):
+        """Every settings group of this sampler (``openmm_ddpm.settings.Settings``)."""
+        return Settings(**{name: getattr(self, "_" + name) for name in GROUPS}, freeze_after=self._freeze_after)
+
+    @property
+    def learner(self):
+        """The run's ``OnlineLearner`` (on MPI rank 0; None elsewhere or before the first iteration)."""
+        return self._ddpm
+
+    @property
+    def run_directory(self):
+        """Directory of the model checkpoints, next to the storage file."""
+        return run_directory_of(self._reporter.filepath)
+
+    # --- create and validate ------------------------------------------------------------
+
+    def _pre_write_create(self, thermodynamic_states, sampler_states, *args, **kwargs):
+        self._validate_states(thermodynamic_states)
+        super()._pre_write_create(thermodynamic_states, sampler_states, *args, **kwargs)
+
+    def _validate_states(self, thermodynamic_states):
+        for index in self._proposals.target_states:
+            if index >= len(thermodynamic_states):
+                raise ValueError(f"target state {index} does not exist ({len(thermodynamic_states)} states)")
+        check_system_supported(thermodynamic_states[0].system)
+
+    # --- the iteration -------------------------------------------------------------------------
+
+    def _propagate_replicas(self):
+        """openmmtools' propagation, then the streamed frames to rank 0: learn, propose, broadcast."""
+        super()._propagate_replicas()
+        # mpiplus.distribute gives replica i to the same rank as in the propagation (round robin),
+        # so each rank hands over the frames of the replicas it propagated
+        frames, replica_ids = mpiplus.distribute(self._take_streamed_frames, range(self.n_replicas), send_results_to=0)
+        frames = dict(zip(replica_ids, frames)) if frames is not None else {}
+        updates = mpiplus.run_single_node(0, self._learn_and_propose, frames, broadcast_result=True)
+        for replica_id, positions in updates.items():
+            self._sampler_states[replica_id].positions = positions
+        self.last_proposal_updates = updates  # {replica_id: positions} accepted this iteration, on every rank
+
+    def _propagate_replica(self, replica_id):
+        """openmmtools' propagation of one replica; keeps the frames its move streamed for ``_take_streamed_frames``."""
+        propagated_state = super()._propagate_replica(replica_id)
+        move = self._mcmc_moves[self._replica_thermodynamic_states[replica_id]]
+        streaming = [m for m in _flatten_moves(move) if isinstance(m, StreamingLangevinMove)]
+        frames = [m.pop_frames() for m in streaming if m.streamed_frames]
+        if not frames:
+            final = self._sampler_states[replica_id].positions.value_in_unit(unit.nanometer)
+            frames = [np.array(final)[None]]
+        self._streamed_frames[replica_id] = np.concatenate(frames)
+        return propagated_state
+
+    def _take_streamed_frames(self, replica_id):
+        """The frames (n, N, 3) nm the last propagation of this replica streamed (on the rank that ran it)."""
+        return self._streamed_frames.pop(replica_id)
+
+    def _phase(self):
+        frozen = self._freeze_after is not None and self._iteration > self._freeze_after
+        return PHASE_PRODUCTION if frozen else PHASE_ADAPTIVE
+
+    def _learn_and_propose(self, frames):
+        """Rank 0: stream, train, propose, checkpoint. Returns {replica_id: new positions}."""
+        if self._ddpm is None:
+            self._ddpm = self._new_ddpm()
+        ddpm, phase = self._ddpm, self._phase()
+        for replica_id, replica_frames in frames.items():
+            ddpm.buffer.add(replica_frames, self._state_of(replica_id).temperature.value_in_unit(unit.kelvin))
+        start = time.perf_counter()
+        loss = self._train_if_due(phase)
+        training_seconds = time.perf_counter() - start
+        start = time.perf_counter()
+        updates, counts = self._propose_if_due()
+        self._ddpm_iteration_statistics = dict(
+            ddpm_phase=phase, ddpm_training_loss=loss, ddpm_training_seconds=training_seconds,
+            ddpm_proposal_seconds=time.perf_counter() - start, ddpm_buffer_frames=len(ddpm.buffer),
+            ddpm_training_steps=0 if ddpm.trainer is None else ddpm.trainer.n_steps_done, **counts,
+        )
+        self._ddpm_iteration_statistics["ddpm_checkpoint_sha256"] = self._checkpoint_if_due()
+        self._log_progress(self._ddpm_iteration_statistics)
+        return updates
+
+    def _log_progress(self, statistics):
+        phase = "production" if statistics["ddpm_phase"] == PHASE_PRODUCTION else "adaptive"
+        proposed = statistics["ddpm_n_candidates"] > 0
+        level = logging.INFO if self._iteration % PROGRESS_INTERVAL == 0 else logging.DEBUG
+        logger.log(level,
+            f"DDPM iteration {self._iteration} ({phase}): buffer {statistics['ddpm_buffer_frames']} frames, "
+            f"{statistics['ddpm_training_steps']} training steps, loss {statistics['ddpm_training_loss']:.3f}, "
+            + (f"{statistics['ddpm_n_accepted']} accepted / {len(self._proposals.target_states)} proposals, "
+               f"ESS/(K+1) {statistics['ddpm_ess_fraction']:.2f}" if proposed else "no proposals")
+        )
+
+    def _train_if_due(self, phase):
+        ddpm = self._ddpm
+        if phase == PHASE_PRODUCTION:
+            loss = float("nan")
+            if not ddpm.frozen and ddpm.trainer is not None:
+                if self._training.refine_steps > 0:
+                    loss = ddpm.refine(self._training.refine_steps)  # refreshes the proposal model
+                else:
+                    ddpm.refresh_proposal_model()
+                ddpm.frozen = True
+                logger.info(f"iteration {self._iteration}: model frozen for the production phase")
+                if ddpm.trainer.n_steps_done < self._proposals.min_training_steps:
+                    logger.warning(f"the model froze after {ddpm.trainer.n_steps_done} training steps, fewer than "
+                                   f"min_training_steps={self._proposals.min_training_steps}; it proposes anyway")
+            return loss
+        if self._iteration % self._training.train_interval != 0:
+            return float("nan")
+        progress = None if self._freeze_after is None else self._iteration / max(self._freeze_after, 1)
+        loss = ddpm.train(progress)
+        if np.isfinite(loss):
+            ddpm.refresh_proposal_model()
+        return loss
+
+    def _propose_if_due(self):
+        ddpm, settings = self._ddpm, self._proposals
+        counts = dict(ddpm_n_candidates=0, ddpm_n_accepted=0, ddpm_n_invalid=0, ddpm_ess_fraction=float("nan"))
+        self.last_proposal_moves = {}
+        if self._iteration % settings.propose_interval != 0 or not ddpm.ready_to_propose:
+            return {}, counts
+        updates, ess = {}, []
+        for state_index in settings.target_states:
+            replica_id = int(np.flatnonzero(self._replica_thermodynamic_states == state_index)[0])
+            proposal = ddpm.proposal_for(state_index)
+            sampler_state = self._sampler_states[replica_id]
+            before = sampler_state.positions.value_in_unit(unit.nanometer).copy()
+            proposal.apply(self._thermodynamic_states[state_index], sampler_state, self.energy_context_cache)
+            outcome = proposal.last_outcome
+            counts["ddpm_n_candidates"] += proposal.n_candidates
+            counts["ddpm_n_invalid"] += int(np.sum(~np.isfinite(outcome.log_weights[1:])))
+            counts["ddpm_n_accepted"] += int(outcome.chosen > 0)
+            after = sampler_state.positions.value_in_unit(unit.nanometer)
+            self.last_proposal_moves[state_index] = (before, np.array(after), outcome.chosen > 0)
+            # broadcast any change, an accepted candidate or a relabelling of symmetric atoms
+            if not np.array_equal(after, before):
+                updates[replica_id] = sampler_state.positions
+            ess.append(outcome.ess_fraction)
+        counts["ddpm_ess_fraction"] = float(np.nanmean(ess)) if np.any(np.isfinite(ess)) else float("nan")
+        return updates, counts
+
+    def _new_ddpm(self):
+        reference = self._sampler_states[0].positions.value_in_unit(unit.nanometer)
+        return OnlineLearner(self.settings, self._thermodynamic_states[0].system, reference,
+                             target_temperatures_kelvin(self._thermodynamic_states, self._proposals))
+
+    def _state_of(self, replica_id):
+        return self._thermodynamic_states[self._replica_thermodynamic_states[replica_id]]
+
+    # --- storage, checkpoints and resume -------------------------------------------------
+
+    def _checkpoint_if_due(self):
+        """Save the learning state at storage checkpoint iterations; return its hash ('' if none)."""
+        if self._iteration % self._reporter.checkpoint_interval != 0:
+            return ""
+        path = checkpoint_path(self.run_directory, self._iteration)
+        digest = save_atomic(self._ddpm.state_dict(self._iteration), path)
+        prune_checkpoints(self.run_directory, keep=CHECKPOINTS_KEPT)
+        return digest
+
+    @mpiplus.on_single_node(rank=0, broadcast_result=False, sync_nodes=False)
+    @mpiplus.delayed_termination
+    def _report_iteration_items(self):
+        super()._report_iteration_items()
+        statistics = dict(self._ddpm_iteration_statistics or {})
+        digest = statistics.pop("ddpm_checkpoint_sha256", "")
+        if statistics:
+            self._reporter.write_online_analysis_data(self._iteration, **statistics)
+        if digest:
+            self._reporter.write_dict(f"ddpm_checkpoint_{self._iteration}", {"sha256": digest, "package_version": __version__})
+
+    def _restore_sampler_from_reporter(self, reporter):
+        super()._restore_sampler_from_reporter(reporter)
+        mpiplus.run_single_node(0, self._restore_ddpm, reporter, broadcast_result=False)
+
+    def _restore_ddpm(self, reporter):
+        """Load the newest intact checkpoint not newer than the restored iteration."""
+        state, iteration = newest_intact_checkpoint(reporter, max_iteration=self._iteration)
+        if state is None:
+            logger.warning("no intact DDPM checkpoint found: the model starts from scratch")
+            return
+        self._ddpm = self._new_ddpm()
+        self._ddpm.load_state_dict(state)
+        self._ddpm.restored_from_iteration = iteration
+        logger.info(f"restored the DDPM learning state of iteration {iteration}")
+
+
+class DDPMParallelTemperingSampler(DDPMSamplerMixin, ParallelTemperingSampler):
+    __doc__ = (
+        "``openmmtools.multistate.ParallelTemperingSampler`` with online diffusion training "
+        "and exact generative proposals.\n" + DDPMSamplerMixin.__doc__.split("\n", 2)[2]
+    )
+
+    def create(self, thermodynamic_state, sampler_states, storage, min_temperature=None, max_temperature=None,
+               n_temperatures=None, temperatures=None, **kwargs):
+        """As ``ParallelTemperingSampler.create``; ``temperatures`` alone is enough."""
+        if temperatures is not None and n_temperatures is None:
+            n_temperatures = len(temperatures)
+        super().create(thermodynamic_state, sampler_states, storage, min_temperature=min_temperature,
+                       max_temperature=max_temperature, n_temperatures=n_temperatures,
+                       temperatures=temperatures, **kwargs)
+
+
+class DDPMReplicaExchangeSampler(DDPMSamplerMixin, ReplicaExchangeSampler):
+    __doc__ = (
+        "``openmmtools.multistate.ReplicaExchangeSampler`` with online diffusion training and exact "
+        "generative proposals, for states that share one System and differ only in temperature.\n"
+        + DDPMSamplerMixin.__doc__.split("\n", 2)[2]
+    )
+
+    def _validate_states(self, thermodynamic_states):
+        reference = thermodynamic_states[0]
+        for index, state in enumerate(thermodynamic_states):
+            if type(state) is not states.ThermodynamicState:
+                raise ValueError(
+                    f"state {index} is a {type(state).__name__}: DDPMReplicaExchangeSampler needs plain "
+                    "ThermodynamicStates that differ only in temperature (the model is conditioned on T only)"
+                )
+            if not reference.is_state_compatible(state) or state.pressure != reference.pressure:
+                raise ValueError(
+                    f"state {index} differs from state 0 in more than temperature; use one System and "
+                    "vary only the temperature (or DDPMParallelTemperingSampler)"
+                )
+        super()._validate_states(thermodynamic_states)
+
+
+def _flatten_moves(move):
+    # openmmtools' SubhookedABCMeta makes isinstance(m, SequenceMove) true for every move
+    if hasattr(move, "move_list"):
+        for inner in move.move_list:
+            yield from _flatten_moves(inner)
+    else:
+        yield move
