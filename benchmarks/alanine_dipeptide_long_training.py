@@ -51,11 +51,13 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
 from openmm_ddpm import __version__  # noqa: E402
-from openmm_ddpm.model import EDMDiffusion  # noqa: E402
-from openmm_ddpm.settings import DiffusionSettings
-from openmm_ddpm.model import ConditionedMLP  # noqa: E402
-from openmm_ddpm.model import OnlineTrainer, cosine_learning_rate  # noqa: E402
-from openmm_ddpm.settings import TrainingSettings
+from openmm_ddpm.model import (  # noqa: E402
+    ConditionedMLP,  # noqa: E402
+    EDMDiffusion,  # noqa: E402
+    OnlineTrainer,
+    cosine_learning_rate,
+)
+from openmm_ddpm.settings import DiffusionSettings, TrainingSettings
 
 REFERENCE_LADDER_KELVIN = (300.0, 381.67789096181775, 485.5933748302039, 617.800850567412, 786.0030855966228)
 
@@ -116,14 +118,16 @@ def prepare(args):
     from openmm_ddpm.moves import reduced_potentials
     from openmm_ddpm.multistate import export_proposal_model, load_run
 
-    _, source, iteration = load_run(args.from_run)
+    run = load_run(args.from_run)
+
+    _, source, iteration = run.model, run.learner, run.iteration
     train, held_out = split_buffer(source.buffer, args.held_out_fraction)
     if args.max_train_frames is not None:
         train = (train[0][-args.max_train_frames:], train[1][-args.max_train_frames:])
-    settings = argparse.Namespace(absolute_torsions=not source.settings["representation"].relative_sibling_torsions,
-                                  width=source.settings["model"].width, depth=source.settings["model"].depth,
-                                  sigma_min=source.settings["model"].sigma_min,
-                                  temperature_max_frequency=source.settings["model"].temperature_max_frequency,
+    settings = argparse.Namespace(absolute_torsions=not source.settings.representation.relative_sibling_torsions,
+                                  width=source.settings.model.width, depth=source.settings.model.depth,
+                                  sigma_min=source.settings.model.sigma_min,
+                                  temperature_max_frequency=source.settings.model.temperature_max_frequency,
                                   learning_rate=1e-3, ema_decay=0.999, final_learning_rate=None,
                                   target_fraction=None, seed=args.seed, temperature=args.temperature)
     learner = fresh_learner(source, settings, train)
@@ -150,7 +154,7 @@ def prepare(args):
     u = reduced_potentials(thermodynamic_state, sampler_state, frames.numpy())
     topology = _topology(source.system)
     phi, _ = backbone_dihedrals(frames.numpy(), topology)
-    model = source.settings["model"]
+    model = source.settings.model
     np.savez(os.path.join(args.output, "features.npz"),
              train_z=train_z.numpy().astype(np.float16), train_kelvin=train_kelvin.astype(np.float32),
              held_out_z=held_z.numpy(), held_out_logdet=(logdet + log_multiplicity).numpy(),
@@ -244,13 +248,16 @@ def score(args):
     """Weights of the samples, ESS and reweighted P(phi > 0) per temperature, expected acceptance."""
     import openmm
     from openmm import unit
-    from openmmtools import states
+    from openmmtools import states, testsystems
 
-    from openmm_ddpm.analysis import backbone_dihedrals, expected_mh_acceptance, reweighted_expectation
+    from openmm_ddpm.analysis import (
+        backbone_dihedrals,
+        expected_mh_acceptance,
+        reweighted_expectation,
+    )
     from openmm_ddpm.model import DiffusionProposalModel
     from openmm_ddpm.moves import reduced_potentials
     from openmm_ddpm.multistate import load_exported_model
-    from openmmtools import testsystems
 
     test_system = testsystems.AlanineDipeptideVacuum(constraints=None)
     system = test_system.system
@@ -283,7 +290,8 @@ def score(args):
         log_w[~np.isfinite(log_w)] = -np.inf
         phi = backbone_dihedrals(positions, test_system.topology)[0][:, 0]  # NaN for invalid (NaN) positions
         positive = np.nan_to_num(phi) > 0
-        p, p_error, ess = reweighted_expectation(log_w, positive.astype(float))
+        estimate = reweighted_expectation(log_w, positive.astype(float))
+        p, p_error, ess = estimate.mean, estimate.error, estimate.ess
         row = {"temperature_kelvin": kelvin, "simulated_by_the_run": bool(np.isclose(kelvin, float(data["target_kelvin"]))),
                "n_samples": n, "outside_support_fraction": float(np.mean(~np.isfinite(log_w))),
                "ess": float(ess), "ess_fraction": float(ess / n),

@@ -38,7 +38,11 @@ from openmm import unit
 from openmmtools import states
 
 from openmm_ddpm import __version__
-from openmm_ddpm.analysis import expected_mh_acceptance, generate_at_temperature, reweighted_expectation
+from openmm_ddpm.analysis import (
+    expected_mh_acceptance,
+    generate_at_temperature,
+    reweighted_expectation,
+)
 from openmm_ddpm.moves import reduced_potentials
 from openmm_ddpm.multistate import OnlineLearner, load_run
 
@@ -81,17 +85,16 @@ def split_buffer(buffer, held_out_fraction):
 
 def fresh_learner(source, args, train):
     """An OnlineLearner with the source run's settings, changed as asked, holding the training frames."""
-    settings = dict(source.settings)
-    settings["representation"] = dataclasses.replace(settings["representation"],
-                                                     relative_sibling_torsions=not args.absolute_torsions)
-    settings["model"] = dataclasses.replace(settings["model"], width=args.width, depth=args.depth,
-                                            sigma_min=args.sigma_min, device="cpu",
-                                            temperature_max_frequency=args.temperature_max_frequency)
-    settings["training"] = dataclasses.replace(settings["training"], buffer_capacity=len(train[0]),
-                                               learning_rate=args.learning_rate, ema_decay=args.ema_decay,
-                                               final_learning_rate=args.final_learning_rate,
-                                               target_fraction=args.target_fraction)
-    settings["proposals"] = dataclasses.replace(settings["proposals"], seed=args.seed)
+    old = source.settings
+    settings = dataclasses.replace(
+        old,
+        representation=dataclasses.replace(old.representation, relative_sibling_torsions=not args.absolute_torsions),
+        model=dataclasses.replace(old.model, width=args.width, depth=args.depth, sigma_min=args.sigma_min, device="cpu",
+                                  temperature_max_frequency=args.temperature_max_frequency),
+        training=dataclasses.replace(old.training, buffer_capacity=len(train[0]), learning_rate=args.learning_rate,
+                                     ema_decay=args.ema_decay, final_learning_rate=args.final_learning_rate,
+                                     target_fraction=args.target_fraction),
+        proposals=dataclasses.replace(old.proposals, seed=args.seed))
     learner = OnlineLearner(settings, source.system, source.reference_positions, (args.temperature,))
     learner.buffer.add(*train)
     return learner
@@ -137,7 +140,8 @@ def outside_domain_breakdown(model, temperature_kelvin, n, seed, reference_posit
 def ess_fraction_at(model, system, temperature_kelvin, n, reference_positions, seed):
     """ESS / n of n model samples at a temperature, weighted by exp(-u) / q."""
     _, log_w = generate_at_temperature(model, system, temperature_kelvin * unit.kelvin, n, reference_positions, seed=seed)
-    _, _, ess = reweighted_expectation(log_w, np.zeros(n))
+    estimate = reweighted_expectation(log_w, np.zeros(n))
+    _, _, ess = estimate.mean, estimate.error, estimate.ess
     return ess / n
 
 
@@ -181,12 +185,13 @@ def source_run_command(storage):
 def main(argv=None):
     args = parse(sys.argv[1:] if argv is None else argv)
     torch.set_num_threads(1)
-    _, source, iteration = load_run(args.from_run)
+    run = load_run(args.from_run)
+    _, source, iteration = run.model, run.learner, run.iteration
     train, held_out = split_buffer(source.buffer, args.held_out_fraction)
     learner = fresh_learner(source, args, train)
     rng = np.random.default_rng(args.seed)
     history, start, losses = [], time.perf_counter(), []
-    steps_per_round = learner.settings["training"].train_steps
+    steps_per_round = learner.settings.training.train_steps
     while learner.trainer is None or learner.trainer.n_steps_done < args.train_steps:
         done = 0 if learner.trainer is None else learner.trainer.n_steps_done
         losses.append(learner.train(progress=done / args.train_steps))

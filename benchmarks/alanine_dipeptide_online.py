@@ -13,7 +13,6 @@ python benchmarks/alanine_dipeptide_online.py [--tag NAME] [--solvent vacuum|imp
 
 With --tag the result goes to alanine_dipeptide_online_<solvent>_<NAME>.json.
 """
-import importlib.util
 import json
 import os
 import platform
@@ -24,9 +23,9 @@ import openmm
 import torch
 
 from openmm_ddpm import __version__
+from openmm_ddpm.app import alanine_dipeptide as example
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-EXAMPLE = os.path.join(HERE, os.pardir, "examples", "alanine_dipeptide.py")
 
 
 def main(argv=None):
@@ -37,9 +36,6 @@ def main(argv=None):
         at = argv.index("--tag")
         tag = argv[at + 1]
         del argv[at:at + 2]
-    spec = importlib.util.spec_from_file_location("alanine_dipeptide_example", EXAMPLE)
-    example = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(example)
     if "--output" not in argv:
         argv += ["--output", tempfile.mkdtemp(prefix="ala_online_")]
     summary = example.main(argv)

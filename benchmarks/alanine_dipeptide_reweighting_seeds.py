@@ -15,6 +15,7 @@ python benchmarks/alanine_dipeptide_reweighting_seeds.py --model MODEL.pt --tag 
 Writes benchmarks/results/alanine_dipeptide_reweighting_seeds_<NAME>.json.
 """
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -25,7 +26,12 @@ import torch
 from openmm import unit
 from openmmtools import testsystems
 
-from openmm_ddpm.analysis import backbone_dihedrals, generate_with_densities, reweight_run_with_model, reweighted_expectation
+from openmm_ddpm.analysis import (
+    backbone_dihedrals,
+    generate_with_densities,
+    reweight_run_with_model,
+    reweighted_expectation,
+)
 from openmm_ddpm.multistate import load_exported_model
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -40,7 +46,8 @@ def reweighted_population(model, molecule, reference_positions, kelvin, n_sample
     log_w = -u - log_q
     finite = np.isfinite(log_w)
     phi = np.degrees(np.nan_to_num(backbone_dihedrals(positions, molecule.topology)[0][:, 0]))
-    p, p_error, ess = reweighted_expectation(log_w, (phi > 0).astype(float))
+    estimate = reweighted_expectation(log_w, (phi > 0).astype(float))
+    p, p_error, ess = estimate.mean, estimate.error, estimate.ess
     return dict(kelvin=kelvin, n=n_samples, seed=seed, p=p, p_error=p_error, ess=ess,
                 outside=float(1 - finite.mean()), n_phi_positive=int(((phi > 0) & finite).sum()),
                 n_alpha_l=int(((phi > 0) & (phi < 120) & finite).sum()),
@@ -56,7 +63,7 @@ def pooled_population(model, molecule, reference_positions, kelvin, samples, see
 
     result = reweight_run_with_model(storage, model, molecule.system, first_iteration, kelvin * unit.kelvin, samples,
                                      phi_positive, reference_positions, seed=seed, batch_size=128)
-    return {"pooled_" + key: value for key, value in result.items()} | {"pooled_seconds": round(time.perf_counter() - start)}
+    return {"pooled_" + key: value for key, value in dataclasses.asdict(result).items()} | {"pooled_seconds": round(time.perf_counter() - start)}
 
 
 def main(argv=None):

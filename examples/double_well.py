@@ -19,14 +19,15 @@ from openmmtools import cache, mcmc, states
 
 from openmm_ddpm.analysis import batch_means_standard_error
 from openmm_ddpm.coordinates import CartesianCoordinates, Representation
-from openmm_ddpm.model import EDMDiffusion
-from openmm_ddpm.settings import DiffusionSettings
-from openmm_ddpm.model import DiffusionProposalModel
-from openmm_ddpm.model import ConditionedMLP
+from openmm_ddpm.model import (
+    ConditionedMLP,
+    DiffusionProposalModel,
+    EDMDiffusion,
+    OnlineTrainer,
+)
 from openmm_ddpm.moves import GenerativeProposal
+from openmm_ddpm.settings import DiffusionSettings, TrainingSettings
 from openmm_ddpm.testsystems import DoubleWell2D
-from openmm_ddpm.model import OnlineTrainer
-from openmm_ddpm.settings import TrainingSettings
 
 TRAINING_KELVINS = (300.0, 450.0, 600.0)
 
@@ -42,7 +43,7 @@ def training_data(system, frames_per_well):
 
 
 def train_model(frames, kelvins, n_steps):
-    representation = Representation.fit(CartesianCoordinates(1), frames)
+    representation = Representation.fit(CartesianCoordinates(1), frames, np.random.default_rng(0))
     features, _ = representation.forward(frames)
     diffusion = EDMDiffusion(ConditionedMLP(3, width=64, depth=2), DiffusionSettings(n_steps=20))
     trainer = OnlineTrainer(diffusion, TrainingSettings(learning_rate=2e-3, ema_decay=0.99), seed=0)

@@ -14,14 +14,42 @@ plots); ``settings`` is the one settings layer, ``units`` the unit
 boundary, ``testsystems`` systems with exactly known answers.
 """
 from openmm_ddpm._version import __version__
-from openmm_ddpm.coordinates import CartesianCoordinates, InternalCoordinates, MoleculeCoordinates, Representation
-from openmm_ddpm.model import DiffusionProposalModel, EDMDiffusion, OnlineTrainer, ProposalModel
-from openmm_ddpm.moves import GenerativeProposal, StreamingLangevinMove, TemperatureMixture
-from openmm_ddpm.multistate import (DDPMParallelTemperingSampler, DDPMReplicaExchangeSampler, LoadedRun, OnlineLearner,
-                                    export_proposal_model, load_exported_model, load_run, read_ddpm_statistics,
-                                    refine_proposal_model)
-from openmm_ddpm.settings import (DynamicsSettings, ModelSettings, ProposalSettings, RepresentationSettings, Settings,
-                                  TrainingSettings)
+from openmm_ddpm.coordinates import (
+                                    CartesianCoordinates,
+                                    InternalCoordinates,
+                                    MoleculeCoordinates,
+                                    Representation,
+)
+from openmm_ddpm.model import (
+                                    DiffusionProposalModel,
+                                    EDMDiffusion,
+                                    OnlineTrainer,
+                                    ProposalModel,
+)
+from openmm_ddpm.moves import (
+                                    GenerativeProposal,
+                                    StreamingLangevinMove,
+                                    TemperatureMixture,
+)
+from openmm_ddpm.multistate import (
+                                    DDPMParallelTemperingSampler,
+                                    DDPMReplicaExchangeSampler,
+                                    LoadedRun,
+                                    OnlineLearner,
+                                    export_proposal_model,
+                                    load_exported_model,
+                                    load_run,
+                                    read_ddpm_statistics,
+                                    refine_proposal_model,
+)
+from openmm_ddpm.settings import (
+                                    DynamicsSettings,
+                                    ModelSettings,
+                                    ProposalSettings,
+                                    RepresentationSettings,
+                                    Settings,
+                                    TrainingSettings,
+)
 from openmm_ddpm.testsystems import DoubleWell2D
 
 __all__ = ["CartesianCoordinates", "DDPMParallelTemperingSampler", "DDPMReplicaExchangeSampler", "DiffusionProposalModel",

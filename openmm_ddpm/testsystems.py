@@ -11,6 +11,7 @@ from openmm import app, unit
 
 from openmm_ddpm.units import kt_kj_per_mol
 
+
 @dataclass(frozen=True)
 class WellPopulations:
     """Equilibrium populations of the two wells of a double well.

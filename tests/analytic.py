@@ -3,7 +3,6 @@ import math
 
 import numpy as np
 import torch
-from openmm import unit
 
 
 class GaussianDenoiserNetwork(torch.nn.Module):

@@ -1,4 +1,4 @@
-"""Short CI version of the alanine dipeptide run (examples/alanine_dipeptide.py, imported).
+"""Short CI version of the alanine dipeptide workflow (openmm_ddpm.app.alanine_dipeptide).
 
 A few minutes of augmented parallel tempering cannot pin down the 300 K
 basin population (P ~ 1 %); what it can check, on the real molecule: the
@@ -8,22 +8,16 @@ per-state estimates from the same data, the move counts in storage against
 the ones the run saw, and, at a temperature the run never simulated (786 K),
 MBAR against the reference run there.
 """
-import importlib.util
 import json
 import os
 
 import numpy as np
-import openmm
 import pytest
 import torch
 from openmm import unit
 from openmmtools import cache
 
-EXAMPLE = os.path.join(os.path.dirname(__file__), os.pardir, "examples", "alanine_dipeptide.py")
-spec = importlib.util.spec_from_file_location("alanine_dipeptide_example", EXAMPLE)
-example = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(example)
-
+from openmm_ddpm.app import alanine_dipeptide as example
 
 UNSIMULATED_KELVIN = 786.0030855966228  # state 4 of the vacuum reference ladder (geometric, 6 states, 300-1000 K)
 

@@ -5,7 +5,12 @@ import torch
 from openmm import unit
 from openmmtools import testsystems
 
-from openmm_ddpm.analysis import backbone_dihedrals, basin_free_energy_difference_kt, batch_means_standard_error, mean_with_correlated_error
+from openmm_ddpm.analysis import (
+    backbone_dihedrals,
+    basin_free_energy_difference_kt,
+    batch_means_standard_error,
+    mean_with_correlated_error,
+)
 from openmm_ddpm.coordinates.geometry import dihedral
 
 

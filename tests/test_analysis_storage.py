@@ -10,10 +10,23 @@ from openmmtools import cache, mcmc, multistate, states
 from scipy.special import erfc
 from scipy.stats import norm
 
-from openmm_ddpm.analysis import expected_mh_acceptance, free_energy_surface, generate_at_temperature, mbar_expectations, mbar_with_model_samples, reweight_run_and_model_samples, reweighted_expectation
+from openmm_ddpm.analysis import (
+    expected_mh_acceptance,
+    free_energy_surface,
+    generate_at_temperature,
+    mbar_expectations,
+    mbar_with_model_samples,
+    reweight_run_and_model_samples,
+    reweighted_expectation,
+)
 from openmm_ddpm.app.plots import plot_free_energy_surfaces
 from openmm_ddpm.moves import reduced_potentials
-from openmm_ddpm.multistate.storage import neighbour_swap_acceptance, read_reduced_potentials, read_state_trajectories, read_temperatures_kelvin
+from openmm_ddpm.multistate.storage import (
+    neighbour_swap_acceptance,
+    read_reduced_potentials,
+    read_state_trajectories,
+    read_temperatures_kelvin,
+)
 
 
 def ar1_normal(n, rho, scale, rng):
@@ -34,11 +47,11 @@ def test_mbar_reweights_harmonic_oscillators_to_sampled_and_unsimulated_temperat
     x = np.stack([ar1_normal(n, 0.8, np.sqrt(t / 300.0), rng) for t in temperatures], axis=1)  # (n, states)
     u = x[:, :, None] ** 2 / (2.0 * temperatures[None, None, :] / 300.0)
     result = mbar_expectations(u, x > 1.0, temperatures, target_temperatures_kelvin=[350.0, 500.0])
-    exact = 0.5 * erfc(1.0 / np.sqrt(2.0 * np.array(result["temperatures_kelvin"]) / 300.0))
-    deviations = np.abs(np.array(result["mean"]) - exact) / np.array(result["error"])
+    exact = 0.5 * erfc(1.0 / np.sqrt(2.0 * np.array(result.temperatures_kelvin) / 300.0))
+    deviations = np.abs(np.array(result.mean) - exact) / np.array(result.error)
     assert np.all(deviations < 4.0), (result, exact)
-    assert result["thinning"] >= 5  # g = (1 + 0.8) / (1 - 0.8) = 9 for x; the indicator's is similar
-    assert np.all(np.array(result["error"]) < 0.02)
+    assert result.thinning >= 5  # g = (1 + 0.8) / (1 - 0.8) = 9 for x; the indicator's is similar
+    assert np.all(np.array(result.error) < 0.02)
 
 
 GRID = np.linspace(-3.0, 3.0, 200001)
@@ -83,12 +96,12 @@ def test_mbar_with_model_samples_stays_right_where_the_model_misses_a_basin():
     temperatures, target = [300.0, 600.0, 1200.0], 400.0
     exact = left_population(target)
     assert 0.01 < exact < 0.05
-    pooled, (alone, alone_error, _) = run_and_model_estimate(rng, temperatures, target, 300, 1.0, 0.35, 2000)
-    assert abs(alone - exact) > 4 * max(alone_error, 1e-12)
-    assert abs(pooled["mean"] - exact) < 4 * pooled["error"] and pooled["error"] < 0.012
-    assert pooled["model_weight_fraction"] > 0.5 and pooled["n_model"] == 2000
+    pooled, model_alone = run_and_model_estimate(rng, temperatures, target, 300, 1.0, 0.35, 2000)
+    assert abs(model_alone.mean - exact) > 4 * max(model_alone.error, 1e-12)
+    assert abs(pooled.mean - exact) < 4 * pooled.error and pooled.error < 0.012
+    assert pooled.model_weight_fraction > 0.5 and pooled.n_model == 2000
     repeats = [run_and_model_estimate(rng, temperatures, target, 150, 1.0, 0.35, 500)[0] for _ in range(60)]
-    means, errors = np.array([r["mean"] for r in repeats]), np.array([r["error"] for r in repeats])
+    means, errors = np.array([r.mean for r in repeats]), np.array([r.error for r in repeats])
     assert abs(means.mean() - exact) < 4 * means.std() / np.sqrt(len(means))
     assert 0.7 < errors.mean() / means.std() < 1.4
 
@@ -107,22 +120,22 @@ def test_mbar_with_model_samples_gains_from_a_good_model_and_drops_samples_outsi
     log_q = -u_target  # unnormalised: MBAR estimates the model's normalisation like any state's
     pooled = mbar_with_model_samples(u_kn, [200] * 3, log_q, samples < 0, u_target)
     alone = mbar_with_model_samples(u_kn[:, :600], [200] * 3, log_q[:600], x < 0, u_target[:600])
-    assert alone["n_model"] == 0 and alone["model_weight_fraction"] == 0.0
-    assert abs(pooled["mean"] - left_population(target)) < 4 * pooled["error"]
+    assert alone.n_model == 0 and alone.model_weight_fraction == 0.0
+    assert abs(pooled.mean - left_population(target)) < 4 * pooled.error
     exact = left_population(target)
-    assert pooled["error"] < min(alone["error"], np.sqrt(exact * (1 - exact) / 600))  # better than either source alone
-    assert pooled["ess"] > 600
+    assert pooled.error < min(alone.error, np.sqrt(exact * (1 - exact) / 600))  # better than either source alone
+    assert pooled.ess > 600
     with_outside = mbar_with_model_samples(np.hstack([u_kn, np.zeros((3, 5))]), [200] * 3, np.append(log_q, [np.nan] * 5),
                                            np.append(samples < 0, [1.0] * 5), np.append(u_target, np.zeros(5)))
-    assert with_outside["n_model"] == 600 and with_outside["mean"] == pytest.approx(pooled["mean"], abs=1e-12)
+    assert with_outside.n_model == 600 and with_outside.mean == pytest.approx(pooled.mean, abs=1e-12)
     shift = rng.normal(size=len(samples)) * 10
     shifted = mbar_with_model_samples(u_kn + shift, [200] * 3, log_q - shift, samples < 0, u_target + shift)
-    assert shifted["mean"] == pytest.approx(pooled["mean"], abs=1e-9)
-    assert shifted["error"] == pytest.approx(pooled["error"], rel=1e-6)
+    assert shifted.mean == pytest.approx(pooled.mean, abs=1e-9)
+    assert shifted.error == pytest.approx(pooled.error, rel=1e-6)
     # states' and model's normalisations hundreds of kT apart, as on molecules: MBAR still converges to the same answer
     offsets = np.array([0.0, 300.0, -500.0])[:, None]
     offset = mbar_with_model_samples(u_kn + offsets, [200] * 3, log_q + 400.0, samples < 0, u_target - 200.0)
-    assert offset["mean"] == pytest.approx(pooled["mean"], abs=1e-9)
+    assert offset.mean == pytest.approx(pooled.mean, abs=1e-9)
     with pytest.raises(ValueError, match="do not describe the same samples"):
         mbar_with_model_samples(u_kn, [200] * 4, log_q, samples < 0, u_target)
 
@@ -135,13 +148,15 @@ def test_reweighted_expectation_is_unbiased_and_its_error_is_calibrated():
     for _ in range(300):
         y = rng.normal(size=500) * 1.5
         log_w = norm.logpdf(y, 0.5, 1.0) - norm.logpdf(y, 0.0, 1.5)
-        mean, error, ess = reweighted_expectation(log_w, y > 1.0)
+        estimate = reweighted_expectation(log_w, y > 1.0)
+        mean, error, ess = estimate.mean, estimate.error, estimate.ess
         estimates.append(mean)
         errors.append(error)
     assert abs(np.mean(estimates) - exact) < 4 * np.std(estimates) / np.sqrt(len(estimates))
     assert 0.8 < np.mean(errors) / np.std(estimates) < 1.25
     assert 0.4 * 500 < ess < 500  # a mismatched q: fewer effective samples than draws
-    assert reweighted_expectation([0.0, -np.inf, np.nan], [1.0, 0.0, 0.0])[:2] == (1.0, 0.0)
+    degenerate = reweighted_expectation([0.0, -np.inf, np.nan], [1.0, 0.0, 0.0])
+    assert (degenerate.mean, degenerate.error, degenerate.ess) == (1.0, 0.0, 1.0)
 
 
 def test_expected_mh_acceptance_matches_an_independence_chain():
@@ -172,7 +187,8 @@ def test_generation_at_an_unsimulated_temperature_recovers_the_exact_populations
                                                      reference_positions=double_well.minimum_positions(0), seed=1,
                                                      context_cache=reference_context_cache)
     left = double_well.well_index(positions) == 0
-    estimate, error, ess = reweighted_expectation(log_weights, left)
+    estimate = reweighted_expectation(log_weights, left)
+    estimate, error, ess = estimate.mean, estimate.error, estimate.ess
     exact = double_well.exact_populations(temperature).left
     assert abs(estimate - exact) < 4 * error and error < 0.03, (estimate, error, exact)
     assert abs(left.mean() - exact) > 8 * error  # the unweighted model samples are far off: the weights do the work

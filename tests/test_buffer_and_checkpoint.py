@@ -2,7 +2,6 @@
 import os
 
 import numpy as np
-import openmm
 import pytest
 import torch
 from openmm import unit
@@ -10,7 +9,13 @@ from openmmtools import cache, states, utils
 
 from openmm_ddpm.moves import StreamingLangevinMove
 from openmm_ddpm.multistate.buffer import ReplayBuffer
-from openmm_ddpm.multistate.checkpoints import checkpoint_path, list_checkpoints, load_verified, prune_checkpoints, save_atomic
+from openmm_ddpm.multistate.checkpoints import (
+    checkpoint_path,
+    list_checkpoints,
+    load_verified,
+    prune_checkpoints,
+    save_atomic,
+)
 
 
 def test_buffer_keeps_the_newest_frames_in_order():

@@ -82,7 +82,7 @@ def test_standardizer_state_dict_round_trip():
 
 def test_representation_composes_logdets(random_positions):
     coordinates = CartesianCoordinates(4, remove_center_of_mass=True)
-    representation = Representation.fit(coordinates, random_positions)
+    representation = Representation.fit(coordinates, random_positions, np.random.default_rng(0))
     z, logdet = representation.forward(random_positions)
     _, logdet_coordinates = coordinates.forward(random_positions)
     standardizer_logdet = -torch.log(representation.standardizer.scale).sum()

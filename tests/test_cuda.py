@@ -13,12 +13,13 @@ import torch
 from openmm import unit
 
 from openmm_ddpm.coordinates import CartesianCoordinates, Representation
-from openmm_ddpm.model import EDMDiffusion
-from openmm_ddpm.settings import DiffusionSettings
-from openmm_ddpm.model import DiffusionProposalModel
-from openmm_ddpm.model import ConditionedMLP
-from openmm_ddpm.model import OnlineTrainer
-from openmm_ddpm.settings import TrainingSettings
+from openmm_ddpm.model import (
+    ConditionedMLP,
+    DiffusionProposalModel,
+    EDMDiffusion,
+    OnlineTrainer,
+)
+from openmm_ddpm.settings import DiffusionSettings, TrainingSettings
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
@@ -60,7 +61,7 @@ def test_proposal_model_on_cuda_scores_like_cpu():
     """Positions come back on the CPU; log q of the fused and plain paths equal the CPU model's."""
     coordinates = CartesianCoordinates(2)
     positions = np.random.default_rng(4).normal(size=(500, 2, 3)) * 0.1
-    representation = Representation.fit(coordinates, positions)
+    representation = Representation.fit(coordinates, positions, np.random.default_rng(0))
     cpu_diffusion = random_diffusion(n_features=6, seed=5)
     cpu_model = DiffusionProposalModel(cpu_diffusion, representation)
     gpu_model = DiffusionProposalModel(on_cuda(cpu_diffusion), representation)

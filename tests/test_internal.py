@@ -10,7 +10,12 @@ from test_coordinates import finite_difference_jacobian
 
 from openmm_ddpm.coordinates import InternalCoordinates
 from openmm_ddpm.coordinates.geometry import dihedral
-from openmm_ddpm.coordinates.topology import atom_elements, bond_graph, build_zmatrix, chiral_centres
+from openmm_ddpm.coordinates.topology import (
+    atom_elements,
+    bond_graph,
+    build_zmatrix,
+    chiral_centres,
+)
 
 
 @pytest.fixture(scope="module")
@@ -177,15 +182,13 @@ def test_domain_rejects_bad_features_and_torsion_cuts_follow_the_data(coordinate
 def test_diffusion_proposals_in_internal_coordinates(alanine):
     """Candidates keep the current frame; their log q is log_prob's; mirror images are outside the support."""
     from openmm_ddpm.coordinates import Representation
-    from openmm_ddpm.model import EDMDiffusion
+    from openmm_ddpm.model import ConditionedMLP, DiffusionProposalModel, EDMDiffusion
     from openmm_ddpm.settings import DiffusionSettings
-    from openmm_ddpm.model import DiffusionProposalModel
-    from openmm_ddpm.model import ConditionedMLP
 
     coordinates = InternalCoordinates.from_system(alanine[0].system, alanine[1])
     assert [c for c, _ in coordinates.centres] == [8]
     data = perturbed(alanine[1], 300, scale=0.003, seed=5)
-    representation = Representation.fit(coordinates, data)
+    representation = Representation.fit(coordinates, data, np.random.default_rng(0))
     network = ConditionedMLP(60, width=16, depth=1).double()  # zero output layer: a Gaussian fit of the data
     model = DiffusionProposalModel(EDMDiffusion(network, DiffusionSettings(n_steps=6)), representation)
     current = model.relabel(data[:1].numpy(), np.random.default_rng(0))[0]  # as the move does first
@@ -242,10 +245,10 @@ def test_relabelling_keeps_the_energy_and_lands_in_the_rotor_windows(alanine):
     coordinates = InternalCoordinates.from_system(system, alanine[1])
     frames = perturbed(alanine[1], 40, scale=0.01, seed=6)
     # windows sized on the data: as wide as the hydrogens' largest gap, within [120, 170] degrees
-    coordinates.fit(perturbed(alanine[1], 40, scale=0.001, seed=6))
+    coordinates.fit(perturbed(alanine[1], 40, scale=0.001, seed=6), np.random.default_rng(0))
     narrow = np.degrees([float(coordinates.torsion_widths[rows[0]]) for _, rows in coordinates.rotor_groups])
     assert np.all(narrow >= 120.0) and np.all(narrow < 125.0)  # near-rigid groups, 120 degrees apart
-    coordinates.fit(frames)
+    coordinates.fit(frames, np.random.default_rng(0))
     wide = np.degrees([float(coordinates.torsion_widths[rows[0]]) for _, rows in coordinates.rotor_groups])
     assert np.all(wide > narrow + 10.0) and np.all(wide <= 170.0)
     relabelled = coordinates.relabel(frames, np.random.default_rng(1))
@@ -267,7 +270,7 @@ def test_multiplicities_make_every_unlabelled_configuration_count_once(alanine):
 
     coordinates = InternalCoordinates.from_system(alanine[0].system, alanine[1])
     frames = perturbed(alanine[1], 30, scale=0.01, seed=7)
-    coordinates.fit(frames)
+    coordinates.fit(frames, np.random.default_rng(0))
     groups = [h for h, _ in coordinates.rotor_groups]
     for frame in frames[:10]:
         total = 0.0
@@ -286,16 +289,14 @@ def test_generative_moves_on_alanine_stay_in_the_relabelled_space(alanine):
     from openmmtools import cache, states
 
     from openmm_ddpm.coordinates import Representation
-    from openmm_ddpm.model import EDMDiffusion
-    from openmm_ddpm.settings import DiffusionSettings
-    from openmm_ddpm.model import DiffusionProposalModel
-    from openmm_ddpm.model import ConditionedMLP
+    from openmm_ddpm.model import ConditionedMLP, DiffusionProposalModel, EDMDiffusion
     from openmm_ddpm.moves import GenerativeProposal
+    from openmm_ddpm.settings import DiffusionSettings
 
     system, reference = alanine[0].system, alanine[1]
     coordinates = InternalCoordinates.from_system(system, reference)
     data = perturbed(reference, 300, scale=0.003, seed=8)
-    representation = Representation.fit(coordinates, data)
+    representation = Representation.fit(coordinates, data, np.random.default_rng(0))
     network = ConditionedMLP(60, width=16, depth=1).double()
     model = DiffusionProposalModel(EDMDiffusion(network, DiffusionSettings(n_steps=6)), representation)
     proposal = GenerativeProposal(model, n_candidates=4, random_state=3)

@@ -8,12 +8,9 @@ from openmm import unit
 from test_proposal import TEMPERATURE, langevin_then, left_population
 
 from openmm_ddpm.coordinates import CartesianCoordinates, Representation
-from openmm_ddpm.model import EDMDiffusion
+from openmm_ddpm.model import ConditionedMLP, DiffusionProposalModel, EDMDiffusion
+from openmm_ddpm.moves import GenerativeProposal, TemperatureMixture
 from openmm_ddpm.settings import DiffusionSettings
-from openmm_ddpm.moves import TemperatureMixture
-from openmm_ddpm.model import DiffusionProposalModel
-from openmm_ddpm.model import ConditionedMLP
-from openmm_ddpm.moves import GenerativeProposal
 
 
 class TemperatureScaledGaussians(GaussianMixtureModel):
@@ -80,7 +77,7 @@ def test_fused_scoring_on_a_diffusion_model_matches_log_prob():
     network = ConditionedMLP(6, width=16, depth=1).double()
     for parameter in network.parameters():
         parameter.data.normal_(0.0, 0.3)
-    representation = Representation.fit(CartesianCoordinates(2), np.random.default_rng(4).normal(size=(200, 2, 3)))
+    representation = Representation.fit(CartesianCoordinates(2), np.random.default_rng(4).normal(size=(200, 2, 3)), np.random.default_rng(0))
     model = DiffusionProposalModel(EDMDiffusion(network, DiffusionSettings(n_steps=8)), representation)
     mixture = TemperatureMixture(model, (1.0, 1.3))
     current = np.random.default_rng(5).normal(size=(2, 3))

@@ -6,9 +6,8 @@ from analytic import GaussianDenoiserNetwork
 from openmm import unit
 
 from openmm_ddpm.coordinates import CartesianCoordinates, Representation, Standardizer
-from openmm_ddpm.model import EDMDiffusion
+from openmm_ddpm.model import DiffusionProposalModel, EDMDiffusion
 from openmm_ddpm.settings import DiffusionSettings
-from openmm_ddpm.model import DiffusionProposalModel
 
 
 @pytest.fixture

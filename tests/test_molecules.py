@@ -9,11 +9,16 @@ from openmm import app, unit
 from openmmtools import testsystems
 from test_coordinates import finite_difference_jacobian
 
-from openmm_ddpm.coordinates import InternalCoordinates
+from openmm_ddpm.coordinates import (
+    InternalCoordinates,
+    MoleculeCoordinates,
+    molecular_coordinates,
+)
 from openmm_ddpm.coordinates.geometry import dihedral
-from openmm_ddpm.coordinates.topology import bond_graph_from_system
-from openmm_ddpm.coordinates import MoleculeCoordinates, molecular_coordinates
-from openmm_ddpm.coordinates.topology import connected_components
+from openmm_ddpm.coordinates.topology import (
+    bond_graph_from_system,
+    connected_components,
+)
 
 OFFSET_NM = np.array([1.2, 0.3, -0.4])
 
@@ -62,7 +67,7 @@ def test_features_and_logdet_are_those_of_each_molecule(two_alanines):
 def test_round_trip_keeps_every_molecules_frame(two_alanines):
     system, positions, _ = two_alanines
     coordinates = molecular_coordinates(system, positions)
-    coordinates.fit(perturbed(positions, 200, seed=3))
+    coordinates.fit(perturbed(positions, 200, seed=3), np.random.default_rng(0))
     x = coordinates.relabel(perturbed(positions, 5, seed=2), np.random.default_rng(2))  # into the rotor windows
     features, logdet = coordinates.forward(x)
     assert coordinates.in_domain(features).all() and coordinates.valid_positions(x).all()
@@ -112,7 +117,7 @@ def test_log_jacobian_matches_finite_differences_for_two_molecules(two_alanines)
 def test_chirality_and_rotor_symmetry_per_molecule(two_alanines):
     system, positions, _ = two_alanines
     coordinates = molecular_coordinates(system, positions)
-    coordinates.fit(perturbed(positions, 100, scale=0.01, seed=6))
+    coordinates.fit(perturbed(positions, 100, scale=0.01, seed=6), np.random.default_rng(0))
     x = perturbed(positions, 4, seed=7)
     mirrored = x.clone()
     mirrored[:, 22:, 0] = -mirrored[:, 22:, 0]  # the second molecule's mirror image only
@@ -137,15 +142,13 @@ def test_small_molecules_are_refused_with_the_reason():
 def test_proposals_move_shapes_and_keep_each_molecules_frame(two_alanines):
     """Model candidates for two molecules: each keeps the current frame, and log q is log_prob's."""
     from openmm_ddpm.coordinates import Representation
-    from openmm_ddpm.model import EDMDiffusion
+    from openmm_ddpm.model import ConditionedMLP, DiffusionProposalModel, EDMDiffusion
     from openmm_ddpm.settings import DiffusionSettings
-    from openmm_ddpm.model import DiffusionProposalModel
-    from openmm_ddpm.model import ConditionedMLP
 
     system, positions, _ = two_alanines
     coordinates = molecular_coordinates(system, positions)
     data = perturbed(positions, 300, scale=0.003, seed=8)
-    representation = Representation.fit(coordinates, data)
+    representation = Representation.fit(coordinates, data, np.random.default_rng(0))
     network = ConditionedMLP(120, width=16, depth=1).double()  # zero output layer: a Gaussian fit of the data
     model = DiffusionProposalModel(EDMDiffusion(network, DiffusionSettings(n_steps=6)), representation)
     current = model.relabel(data[:1].numpy(), np.random.default_rng(0))[0]

@@ -11,10 +11,15 @@ from openmm import unit
 from openmmtools import cache, multistate, states
 
 from openmm_ddpm.analysis import generate_at_temperature, reweighted_expectation
-from openmm_ddpm.settings import TrainingSettings
-from openmm_ddpm.multistate import refine_proposal_model
-from openmm_ddpm.multistate import DDPMParallelTemperingSampler, OnlineLearner, load_exported_model, load_run, read_ddpm_statistics
-from openmm_ddpm.settings import GROUPS
+from openmm_ddpm.multistate import (
+    DDPMParallelTemperingSampler,
+    OnlineLearner,
+    load_exported_model,
+    load_run,
+    read_ddpm_statistics,
+    refine_proposal_model,
+)
+from openmm_ddpm.settings import Settings, TrainingSettings
 from openmm_ddpm.testsystems import DoubleWell2D
 from openmm_ddpm.units import kt_kj_per_mol
 
@@ -44,7 +49,8 @@ def exact_samples(well, temperature, n, rng):
 def reweighted_left_population(model, well, n_samples=2000, seed=2):
     """P(left well) at UNSIMULATED from weighted model samples: (p, error, ESS fraction)."""
     positions, log_weights = generate_at_temperature(model, well.system, UNSIMULATED, n_samples, well.positions, seed=seed)
-    p, error, ess = reweighted_expectation(log_weights, well.well_index(positions) == 0)
+    estimate = reweighted_expectation(log_weights, well.well_index(positions) == 0)
+    p, error, ess = estimate.mean, estimate.error, estimate.ess
     return p, error, ess / n_samples
 
 
@@ -54,9 +60,8 @@ def test_refinement_fits_a_temperature_missing_from_the_data():
     population there with most samples useful."""
     torch.manual_seed(0)
     well, rng = DoubleWell2D(), np.random.default_rng(0)
-    settings = {name: cls.coerce(None) for name, cls in GROUPS.items()}
-    settings["model"] = GROUPS["model"].coerce(dict(width=32, depth=1, n_steps=8))
-    settings["training"] = TrainingSettings(train_steps=50, batch_size=64, min_buffer_frames=100)
+    settings = Settings(model=dict(width=32, depth=1, n_steps=8),
+                        training=TrainingSettings(train_steps=50, batch_size=64, min_buffer_frames=100))
     ddpm = OnlineLearner(settings, well.system, well.positions)
     for kelvin in (300.0, 600.0, 1200.0):
         ddpm.buffer.add(exact_samples(well, kelvin * unit.kelvin, 3000, rng), kelvin)
@@ -81,7 +86,7 @@ def test_refinement_fits_a_temperature_missing_from_the_data():
 
 def test_refine_before_any_training_is_refused():
     well = DoubleWell2D()
-    ddpm = OnlineLearner({name: cls.coerce(None) for name, cls in GROUPS.items()}, well.system, well.positions)
+    ddpm = OnlineLearner(Settings(), well.system, well.positions)
     with pytest.raises(ValueError, match="not been trained"):
         ddpm.refine(10)
     with pytest.raises(ValueError, match="refine_steps"):
@@ -111,10 +116,11 @@ def test_refinement_at_the_freeze_happens_once_and_the_production_phase_uses_its
     assert np.isfinite(statistics["ddpm_training_loss"][9]) and np.all(np.isnan(statistics["ddpm_training_loss"][10:13]))
     assert statistics["ddpm_phase"][9] == 1 and statistics["ddpm_n_candidates"][9] > 0
     # the checkpoint after the freeze holds the refined model, the one the moves used
-    model, ddpm, iteration = load_run(storage)
+    run = load_run(storage)
+    model, ddpm, iteration = run.model, run.learner, run.iteration
     assert iteration == 10 and ddpm.frozen and ddpm.trainer.n_steps_done == 7 * per_round + 300
-    frames = sampler.ddpm.buffer.arrays()[0][-20:].astype(np.float64)
-    for proposal in sampler.ddpm.proposals.values():
+    frames = sampler.learner.buffer.arrays()[0][-20:].astype(np.float64)
+    for proposal in sampler.learner.proposals.values():
         np.testing.assert_allclose(proposal.model.log_prob(frames, 300 * unit.kelvin),
                                    model.log_prob(frames, 300 * unit.kelvin), rtol=0, atol=1e-10)
 
@@ -122,7 +128,8 @@ def test_refinement_at_the_freeze_happens_once_and_the_production_phase_uses_its
 def test_refine_a_finished_run_and_export_the_model(tmp_path):
     storage = str(tmp_path / "run.nc")
     _run(storage, refine_steps=0)
-    original, ddpm, _ = load_run(storage)
+    run = load_run(storage)
+    original, ddpm, _ = run.model, run.learner, run.iteration
     frames = ddpm.buffer.arrays()[0][-50:].astype(np.float64)
     path = str(tmp_path / "refined.pt")
     refined, digest = refine_proposal_model(storage, 200, path)
@@ -131,7 +138,8 @@ def test_refine_a_finished_run_and_export_the_model(tmp_path):
                                rtol=0, atol=1e-10)
     assert np.max(np.abs(refined.log_prob(frames, 300 * unit.kelvin) - original.log_prob(frames, 300 * unit.kelvin))) > 1e-3
     # the run's own checkpoint is left as it was
-    again, _, _ = load_run(storage)
+    run = load_run(storage)
+    again, _, _ = run.model, run.learner, run.iteration
     np.testing.assert_allclose(again.log_prob(frames, 300 * unit.kelvin), original.log_prob(frames, 300 * unit.kelvin),
                                rtol=0, atol=0)
     with pytest.raises(ValueError, match="n_steps"):

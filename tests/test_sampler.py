@@ -13,14 +13,21 @@ import pytest
 from openmm import unit
 from openmmtools import cache, multistate, states
 
-from openmm_ddpm.multistate.checkpoints import checkpoint_path, list_checkpoints
-from openmm_ddpm.settings import TrainingSettings
 from openmm_ddpm.app.plots import plot_proposal_statistics
-from openmm_ddpm.multistate import DDPMParallelTemperingSampler, DDPMReplicaExchangeSampler, OnlineLearner, export_proposal_model, load_exported_model, load_run, read_ddpm_statistics
-from openmm_ddpm.settings import GROUPS
-from openmm_ddpm.moves import TemperatureMixture
-from openmm_ddpm.testsystems import DoubleWell2D
 from openmm_ddpm.model import cosine_learning_rate
+from openmm_ddpm.moves import TemperatureMixture
+from openmm_ddpm.multistate import (
+    DDPMParallelTemperingSampler,
+    DDPMReplicaExchangeSampler,
+    OnlineLearner,
+    export_proposal_model,
+    load_exported_model,
+    load_run,
+    read_ddpm_statistics,
+)
+from openmm_ddpm.multistate.checkpoints import checkpoint_path, list_checkpoints
+from openmm_ddpm.settings import Settings, TrainingSettings
+from openmm_ddpm.testsystems import DoubleWell2D
 
 SCRIPT = os.path.join(os.path.dirname(__file__), "scripts", "double_well_remd.py")
 sys.path.insert(0, os.path.dirname(SCRIPT))
@@ -48,7 +55,7 @@ def small_run(storage, n_iterations, freeze_after):
 def test_phases_statistics_and_settings_in_storage(tmp_path):
     storage = str(tmp_path / "run.nc")
     sampler = small_run(storage, n_iterations=14, freeze_after=8)
-    ema = {k: v.clone() for k, v in sampler.ddpm.trainer.ema_network.state_dict().items()}
+    ema = {k: v.clone() for k, v in sampler.learner.trainer.ema_network.state_dict().items()}
     statistics = read_ddpm_statistics(storage)
     phase = statistics["ddpm_phase"][1:15]
     assert phase.tolist() == [0] * 8 + [1] * 6
@@ -60,15 +67,16 @@ def test_phases_statistics_and_settings_in_storage(tmp_path):
     assert np.all(candidates[~ready] == 0) and np.all(candidates[ready] == SMALL["proposals"]["n_candidates"])
     assert statistics["ddpm_buffer_frames"][14] == 14 * 3 * 10  # 3 replicas x 500 steps / stride 50
     assert list_checkpoints(sampler.run_directory) == [5, 10]
-    assert sampler.ddpm.target_temperatures_kelvin == (300.0,)
+    assert sampler.learner.target_temperatures_kelvin == (300.0,)
 
     # the frozen model comes back from storage for analysis, scoring exactly as the run's own copy
-    model, ddpm, iteration = load_run(storage)
+    run = load_run(storage)
+    model, ddpm, iteration = run.model, run.learner, run.iteration
     assert iteration == 10 and ddpm.frozen
-    positions, _ = sampler.ddpm.buffer.arrays()
+    positions, _ = sampler.learner.buffer.arrays()
     frames = positions[-20:].astype(np.float64)
     np.testing.assert_allclose(model.log_prob(frames, 300 * unit.kelvin),
-                               sampler.ddpm.proposal_model.log_prob(frames, 300 * unit.kelvin), rtol=0, atol=1e-10)
+                               sampler.learner.proposal_model.log_prob(frames, 300 * unit.kelvin), rtol=0, atol=1e-10)
     # exported alone (no buffer, no optimizer), it still scores the same, and a tampered file is refused
     digest = export_proposal_model(ddpm, str(tmp_path / "model.pt"), iteration)
     exported = load_exported_model(str(tmp_path / "model.pt"), DoubleWell2D().system, expected_sha256=digest)
@@ -84,9 +92,9 @@ def test_phases_statistics_and_settings_in_storage(tmp_path):
     resumed = DDPMParallelTemperingSampler.from_storage(storage)
     assert resumed._proposals.n_candidates == SMALL["proposals"]["n_candidates"]
     assert resumed._model.width == SMALL["model"]["width"] and resumed._freeze_after == 8
-    assert resumed.iteration == 10 and resumed.ddpm.restored_from_iteration == 10
-    assert resumed.ddpm.frozen
-    for key, value in resumed.ddpm.trainer.ema_network.state_dict().items():
+    assert resumed.iteration == 10 and resumed.learner.restored_from_iteration == 10
+    assert resumed.learner.frozen
+    for key, value in resumed.learner.trainer.ema_network.state_dict().items():
         assert np.array_equal(value.numpy(), ema[key].numpy())  # frozen weights survive the resume
 
 
@@ -157,12 +165,13 @@ def test_temperature_mixture_proposals_from_settings(tmp_path):
     sampler.create(states.ThermodynamicState(system.system, 300 * unit.kelvin), states.SamplerState(system.positions),
                    multistate.MultiStateReporter(storage, checkpoint_interval=1), temperatures=[300.0, 400.0] * unit.kelvin)
     sampler.run()
-    model = sampler.ddpm.proposals[0].model
-    assert isinstance(model, TemperatureMixture) and model.model is sampler.ddpm.proposal_model
+    model = sampler.learner.proposals[0].model
+    assert isinstance(model, TemperatureMixture) and model.model is sampler.learner.proposal_model
     assert model.temperature_factors.tolist() == [1.0, 2.0] and np.allclose(np.exp(model.log_weights), [0.75, 0.25])
     assert read_ddpm_statistics(storage)["ddpm_n_candidates"][1:6].tolist() == [0, 0, 0, 2, 2]
-    _, ddpm, _ = load_run(storage)
-    assert ddpm.settings["proposals"].temperature_factors == (1.0, 2.0)
+    run = load_run(storage)
+    _, ddpm, _ = run.model, run.learner, run.iteration
+    assert ddpm.settings.proposals.temperature_factors == (1.0, 2.0)
 
 
 def test_learning_rate_decays_over_the_adaptive_phase_to_its_final_value(tmp_path):
@@ -179,8 +188,8 @@ def test_learning_rate_decays_over_the_adaptive_phase_to_its_final_value(tmp_pat
     rates = {}
     while sampler.iteration < 8:
         sampler.run(1)
-        if sampler.ddpm.trainer is not None:
-            rates[sampler.iteration] = sampler.ddpm.trainer.optimizer.param_groups[0]["lr"]
+        if sampler.learner.trainer is not None:
+            rates[sampler.iteration] = sampler.learner.trainer.optimizer.param_groups[0]["lr"]
     expected = {i: 1e-5 + (1e-3 - 1e-5) * 0.5 * (1 + math.cos(math.pi * i / 6)) for i in range(2, 7)}
     for iteration, rate in expected.items():
         assert rates[iteration] == pytest.approx(rate, rel=1e-12)
@@ -192,8 +201,7 @@ def test_learning_rate_decays_over_the_adaptive_phase_to_its_final_value(tmp_pat
 def test_training_frames_favour_the_target_temperature_as_asked(target_fraction, expected):
     """A buffer streamed evenly from 4 temperatures: each round's frames come from 300 K
     in the share ``target_fraction`` asks for (as streamed without it)."""
-    settings = {name: cls.coerce(None) for name, cls in GROUPS.items()}
-    settings["training"] = TrainingSettings(train_steps=40, batch_size=100, target_fraction=target_fraction)
+    settings = Settings(training=TrainingSettings(train_steps=40, batch_size=100, target_fraction=target_fraction))
     system = DoubleWell2D()
     ddpm = OnlineLearner(settings, system.system, system.positions.value_in_unit(unit.nanometer), [300.0])
     temperatures = np.tile([300.0, 400.0, 550.0, 700.0], 3000).astype(np.float32)

@@ -1,24 +1,18 @@
 """Proof on the model system: augmented PT is exact where plain PT cannot equilibrate.
 
-The setup is that of examples/double_well_remd.py (imported, so test and
-example cannot drift apart): no MD barrier crossing at any temperature, one
+The setup is that of openmm_ddpm.app.double_well (which
+examples/double_well_remd.py runs, so test and example cannot drift apart): no MD barrier crossing at any temperature, one
 left-well configuration among four replicas at the start. Plain PT conserves
 that count and cannot reach the exact 300 K population; the augmented
 sampler's exact proposals can.
 """
-import importlib.util
-import os
-
 import numpy as np
 import openmm
 import pytest
 import torch
 from openmmtools import cache
 
-EXAMPLE = os.path.join(os.path.dirname(__file__), os.pardir, "examples", "double_well_remd.py")
-spec = importlib.util.spec_from_file_location("double_well_remd_example", EXAMPLE)
-example = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(example)
+from openmm_ddpm.app import double_well as example
 
 N_ITERATIONS, FREEZE_AFTER, BURN_IN = 320, 80, 40
 

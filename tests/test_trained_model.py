@@ -8,13 +8,14 @@ from openmmtools import mcmc
 
 from openmm_ddpm.analysis import batch_means_standard_error
 from openmm_ddpm.coordinates import CartesianCoordinates, Representation
-from openmm_ddpm.model import EDMDiffusion
-from openmm_ddpm.settings import DiffusionSettings
-from openmm_ddpm.model import DiffusionProposalModel
-from openmm_ddpm.model import ConditionedMLP
+from openmm_ddpm.model import (
+    ConditionedMLP,
+    DiffusionProposalModel,
+    EDMDiffusion,
+    OnlineTrainer,
+)
 from openmm_ddpm.moves import GenerativeProposal
-from openmm_ddpm.model import OnlineTrainer
-from openmm_ddpm.settings import TrainingSettings
+from openmm_ddpm.settings import DiffusionSettings, TrainingSettings
 
 TEMPERATURE = 300.0 * unit.kelvin
 
@@ -28,7 +29,7 @@ def model_trained_on_wrong_populations(double_well):
             frames.append(double_well.sample_well_by_md(kelvin * unit.kelvin, well, 2000, seed=int(kelvin) + well))
             kelvins.append(np.full(2000, kelvin))
     frames, kelvins = np.concatenate(frames), np.concatenate(kelvins)
-    representation = Representation.fit(CartesianCoordinates(1), frames)
+    representation = Representation.fit(CartesianCoordinates(1), frames, np.random.default_rng(0))
     features, _ = representation.forward(frames)
     diffusion = EDMDiffusion(ConditionedMLP(3, width=64, depth=2), DiffusionSettings(n_steps=20))
     trainer = OnlineTrainer(diffusion, TrainingSettings(learning_rate=2e-3, ema_decay=0.99), seed=0)

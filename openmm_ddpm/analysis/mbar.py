@@ -12,6 +12,27 @@ import numpy as np
 
 
 @dataclass(frozen=True)
+class MBAREstimates:
+    """An observable at every state of a run and at further temperatures, by MBAR.
+
+    Attributes
+    ----------
+    temperatures_kelvin : list of float
+        The sampled states', then the target temperatures (K).
+    mean, error : list of float
+        One entry per temperature; error NaN where too few samples remain
+        for MBAR's asymptotic covariance.
+    thinning : int
+        Iterations between kept samples.
+    """
+
+    temperatures_kelvin: list
+    mean: list
+    error: list
+    thinning: int
+
+
+@dataclass(frozen=True)
 class PooledEstimate:
     """An observable at a target state from simulated and model samples together (one MBAR).
 
@@ -64,11 +85,7 @@ def mbar_expectations(reduced_potentials, observable, temperatures_kelvin, targe
 
     Returns
     -------
-    dict
-        ``temperatures_kelvin``, ``mean``, ``error`` (one entry per sampled
-        state, then per target temperature; error NaN where too few samples
-        remain for MBAR's asymptotic covariance) and ``thinning``
-        (iterations between kept samples).
+    MBAREstimates
     """
     import pymbar
 
@@ -86,8 +103,7 @@ def mbar_expectations(reduced_potentials, observable, temperatures_kelvin, targe
     a_n = observable[kept].T.reshape(-1)
     mbar = pymbar.MBAR(u_kn, np.full(n_states, len(kept)))
     means, errors = zip(*(_mbar_expectation(mbar, a_n, u_new) for u_new in list(u_kn) + list(u_targets)))
-    return {"temperatures_kelvin": list(temperatures) + list(targets), "mean": list(means), "error": list(errors),
-            "thinning": thinning}
+    return MBAREstimates(list(temperatures) + list(targets), list(means), list(errors), thinning)
 
 
 def mbar_thinning(reduced_potentials, observable):

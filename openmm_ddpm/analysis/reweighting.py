@@ -178,7 +178,11 @@ def reweight_run_with_model(storage, model, system, first_iteration, temperature
     from openmm import unit
 
     from openmm_ddpm.model.protocol import relabel
-    from openmm_ddpm.multistate.storage import read_reduced_potentials, read_state_trajectories, read_temperatures_kelvin
+    from openmm_ddpm.multistate.storage import (
+        read_reduced_potentials,
+        read_state_trajectories,
+        read_temperatures_kelvin,
+    )
     from openmm_ddpm.units import temperature_kelvin
 
     kelvin = temperature_kelvin(temperature)

@@ -32,13 +32,33 @@ import numpy as np
 import torch
 
 from openmm_ddpm.coordinates.cartesian import as_positions_tensor
-from openmm_ddpm.coordinates.geometry import (bond_angle, dihedral, largest_gap_midpoint, place_atom, plane_point,
-                                              signed_volumes, wrap_angle)
-from openmm_ddpm.coordinates.symmetry import (ROTOR_WINDOW, energy_invariant_groups, fit_rotor_window, in_rotor_windows,
-                                              log_multiplicity, relabel_rotors, rotor_hydrogen_groups)
-from openmm_ddpm.coordinates.topology import (GraphTopology, atom_elements, bond_graph, bond_graph_from_system,
-                                              build_zmatrix, chiral_centres, sibling_reference_rows)
-
+from openmm_ddpm.coordinates.geometry import (
+    bond_angle,
+    dihedral,
+    largest_gap_midpoint,
+    place_atom,
+    plane_point,
+    signed_volumes,
+    wrap_angle,
+)
+from openmm_ddpm.coordinates.symmetry import (
+    ROTOR_WINDOW,
+    energy_invariant_groups,
+    fit_rotor_window,
+    in_rotor_windows,
+    log_multiplicity,
+    relabel_rotors,
+    rotor_hydrogen_groups,
+)
+from openmm_ddpm.coordinates.topology import (
+    GraphTopology,
+    atom_elements,
+    bond_graph,
+    bond_graph_from_system,
+    build_zmatrix,
+    chiral_centres,
+    sibling_reference_rows,
+)
 
 
 class InternalCoordinates:

@@ -19,8 +19,15 @@ import torch
 
 from openmm_ddpm.coordinates.cartesian import as_positions_tensor
 from openmm_ddpm.coordinates.internal import InternalCoordinates
-from openmm_ddpm.coordinates.symmetry import energy_invariant_groups, rotor_hydrogen_groups
-from openmm_ddpm.coordinates.topology import GraphTopology, bond_graph_from_system, connected_components
+from openmm_ddpm.coordinates.symmetry import (
+    energy_invariant_groups,
+    rotor_hydrogen_groups,
+)
+from openmm_ddpm.coordinates.topology import (
+    GraphTopology,
+    bond_graph_from_system,
+    connected_components,
+)
 
 
 def molecular_coordinates(system, reference_positions, torsion_cuts=None, relative_sibling_torsions=False,

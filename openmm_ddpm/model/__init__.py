@@ -12,7 +12,11 @@ down what a proposal move needs of any model. May import
 from openmm_ddpm.model.diffusion import EDMDiffusion
 from openmm_ddpm.model.networks import ConditionedMLP
 from openmm_ddpm.model.proposal_model import DiffusionProposalModel
-from openmm_ddpm.model.protocol import FusedProposalModel, ProposalModel, RelabellingModel
+from openmm_ddpm.model.protocol import (
+           FusedProposalModel,
+           ProposalModel,
+           RelabellingModel,
+)
 from openmm_ddpm.model.trainer import OnlineTrainer, cosine_learning_rate
 
 __all__ = ["ConditionedMLP", "DiffusionProposalModel", "EDMDiffusion", "FusedProposalModel", "OnlineTrainer",

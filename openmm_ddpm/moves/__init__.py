@@ -8,7 +8,11 @@ learner. May import ``openmm_ddpm.model``, ``coordinates`` and ``units``;
 never the samplers or the application.
 """
 from openmm_ddpm.moves.mixture import TemperatureMixture
-from openmm_ddpm.moves.proposal import GenerativeProposal, ProposalStatistics, reduced_potentials
+from openmm_ddpm.moves.proposal import (
+           GenerativeProposal,
+           ProposalStatistics,
+           reduced_potentials,
+)
 from openmm_ddpm.moves.streaming import StreamingLangevinMove
 
 __all__ = ["GenerativeProposal", "ProposalStatistics", "StreamingLangevinMove", "TemperatureMixture",

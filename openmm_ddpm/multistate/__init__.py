@@ -9,11 +9,23 @@ per state; ``runs`` loading, exporting and refining a finished run's
 model. May import every library subpackage; never ``openmm_ddpm.app``.
 """
 from openmm_ddpm.multistate.learner import OnlineLearner
-from openmm_ddpm.multistate.runs import (LoadedRun, export_proposal_model, load_exported_model, load_run,
-                                         refine_proposal_model)
-from openmm_ddpm.multistate.samplers import DDPMParallelTemperingSampler, DDPMReplicaExchangeSampler
-from openmm_ddpm.multistate.storage import (read_ddpm_statistics, read_reduced_potentials, read_state_trajectories,
-                                            read_temperatures_kelvin)
+from openmm_ddpm.multistate.runs import (
+                                         LoadedRun,
+                                         export_proposal_model,
+                                         load_exported_model,
+                                         load_run,
+                                         refine_proposal_model,
+)
+from openmm_ddpm.multistate.samplers import (
+                                         DDPMParallelTemperingSampler,
+                                         DDPMReplicaExchangeSampler,
+)
+from openmm_ddpm.multistate.storage import (
+                                         read_ddpm_statistics,
+                                         read_reduced_potentials,
+                                         read_state_trajectories,
+                                         read_temperatures_kelvin,
+)
 
 __all__ = ["DDPMParallelTemperingSampler", "DDPMReplicaExchangeSampler", "LoadedRun", "OnlineLearner",
            "export_proposal_model", "load_exported_model", "load_run", "read_ddpm_statistics",

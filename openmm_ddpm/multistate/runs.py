@@ -21,7 +21,12 @@ import dataclasses
 import torch
 
 from openmm_ddpm._version import __version__
-from openmm_ddpm.multistate.checkpoints import load_verified, newest_intact_checkpoint, run_directory_of, save_atomic
+from openmm_ddpm.multistate.checkpoints import (
+    load_verified,
+    newest_intact_checkpoint,
+    run_directory_of,
+    save_atomic,
+)
 from openmm_ddpm.multistate.learner import OnlineLearner, target_temperatures_kelvin
 from openmm_ddpm.settings import GROUPS, Settings
 

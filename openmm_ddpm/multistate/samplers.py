@@ -40,8 +40,13 @@ from openmmtools.multistate import ParallelTemperingSampler, ReplicaExchangeSamp
 from openmm_ddpm._version import __version__
 from openmm_ddpm.moves.proposal import check_system_supported
 from openmm_ddpm.moves.streaming import StreamingLangevinMove
-from openmm_ddpm.multistate.checkpoints import (checkpoint_path, newest_intact_checkpoint, prune_checkpoints,
-                                                run_directory_of, save_atomic)
+from openmm_ddpm.multistate.checkpoints import (
+    checkpoint_path,
+    newest_intact_checkpoint,
+    prune_checkpoints,
+    run_directory_of,
+    save_atomic,
+)
 from openmm_ddpm.multistate.learner import OnlineLearner, target_temperatures_kelvin
 from openmm_ddpm.settings import GROUPS, Settings
 

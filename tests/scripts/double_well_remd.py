@@ -22,13 +22,14 @@ import torch
 from openmm import unit
 from openmmtools import cache, multistate, states
 
-import openmm_ddpm.checkpoint as checkpoint_module
+import openmm_ddpm.multistate.checkpoints as checkpoint_module
 from openmm_ddpm.multistate import DDPMParallelTemperingSampler
 from openmm_ddpm.testsystems import DoubleWell2D
 
 SMALL = dict(
     model=dict(width=32, depth=1, n_steps=8),
-    training=dict(train_steps=10, min_buffer_frames=40, batch_size=64, stream_stride=50),
+    training=dict(train_steps=10, min_buffer_frames=40, batch_size=64),
+    dynamics=dict(stream_stride=50),
     proposals=dict(min_training_steps=40, n_candidates=4, seed=3),
 )
 
@@ -99,8 +100,8 @@ def main():
                        temperatures=[300.0, 600.0, 1200.0] * unit.kelvin)
     sampler.recorded = []
     start_iteration = sampler.iteration
-    restored = None if sampler.ddpm is None else sampler.ddpm.restored_from_iteration
-    steps_at_start = None if sampler.ddpm is None or sampler.ddpm.trainer is None else sampler.ddpm.trainer.n_steps_done
+    restored = None if sampler.learner is None else sampler.learner.restored_from_iteration
+    steps_at_start = None if sampler.learner is None or sampler.learner.trainer is None else sampler.learner.trainer.n_steps_done
     sampler.run()
     if args.report:
         rank = 0 if os.environ.get("PMI_RANK") is None else int(os.environ["PMI_RANK"])
@@ -109,12 +110,12 @@ def main():
                  replicas=np.array([r[1] for r in sampler.recorded], dtype=int),
                  positions=np.array([r[2] for r in sampler.recorded]).reshape(-1, 1, 3),
                  replica_states=sampler._replica_thermodynamic_states)
-    if sampler.ddpm is not None:
+    if sampler.learner is not None:
         print(json.dumps({
             "start_iteration": int(start_iteration), "final_iteration": int(sampler.iteration),
             "restored_from_iteration": restored, "training_steps_at_start": steps_at_start,
-            "training_steps": sampler.ddpm.trainer.n_steps_done,
-            "candidates": sum(p.statistics.n_candidates for p in sampler.ddpm.proposals.values()),
+            "training_steps": sampler.learner.trainer.n_steps_done,
+            "candidates": sum(p.statistics.n_candidates for p in sampler.learner.proposals.values()),
         }), flush=True)
 
 
