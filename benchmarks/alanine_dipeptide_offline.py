@@ -94,7 +94,7 @@ def fresh_learner(source, args, train):
         training=dataclasses.replace(old.training, buffer_capacity=len(train[0]), learning_rate=args.learning_rate,
                                      ema_decay=args.ema_decay, final_learning_rate=args.final_learning_rate,
                                      target_fraction=args.target_fraction),
-        proposals=dataclasses.replace(old.proposals, seed=args.seed))
+        seed=args.seed)
     learner = OnlineLearner(settings, source.system, source.reference_positions, (args.temperature,))
     learner.buffer.add(*train)
     return learner

@@ -13,7 +13,8 @@ from dataclasses import asdict, dataclass, field, fields
 import yaml
 from openmm import unit
 
-LEGACY_FIELDS = {"TrainingSettings": {"stream_stride"}}  # stored by runs of version < 0.3, now DynamicsSettings'
+# stored by runs of version < 0.3: now DynamicsSettings.stream_stride and Settings.seed
+LEGACY_FIELDS = {"TrainingSettings": {"stream_stride"}, "ProposalSettings": {"seed"}}
 
 
 def _plain(value):
@@ -291,8 +292,6 @@ class ProposalSettings(_Settings):
         so an untrained model never proposes by accident. Once the model is
         frozen (``freeze_after``) it proposes regardless, with a warning if
         it froze before reaching this count.
-    seed : int
-        Seed of the network's initial weights, of training minibatches and of every proposal's randomness.
     temperature_factors : tuple of float
         Candidates for a state at T come from the model's conditionals at
         s_k T, mixed (``openmm_ddpm.mixture.TemperatureMixture``); (1.0,),
@@ -308,7 +307,6 @@ class ProposalSettings(_Settings):
     propose_interval: int = 1
     n_candidates: int = 8
     min_training_steps: int = 2000
-    seed: int = 0
     temperature_factors: tuple = (1.0,)
     temperature_factor_weights: tuple = ()
 
@@ -371,6 +369,10 @@ class Settings:
     freeze_after : int or None
         Iteration after which the model is frozen for good (production
         phase); None: never, the whole run is adaptive.
+    seed : int
+        The run's one seed: every random stream (initial weights, training,
+        proposals, Langevin dynamics, replica mixing) is spawned from it
+        (``openmm_ddpm.seeding``).
     """
 
     representation: RepresentationSettings = field(default_factory=RepresentationSettings)
@@ -379,24 +381,31 @@ class Settings:
     proposals: ProposalSettings = field(default_factory=ProposalSettings)
     dynamics: DynamicsSettings = field(default_factory=DynamicsSettings)
     freeze_after: int = None
+    seed: int = 0
 
     def __post_init__(self):
         for name, cls in GROUPS.items():
             object.__setattr__(self, name, cls.coerce(getattr(self, name)))
         if self.freeze_after is not None and (isinstance(self.freeze_after, bool) or int(self.freeze_after) < 0):
             raise ValueError(f"freeze_after must be an iteration >= 0 or None, got {self.freeze_after}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
 
     def to_dict(self):
         """Plain dict of every group (YAML-safe)."""
-        return {**{name: getattr(self, name).to_dict() for name in GROUPS}, "freeze_after": self.freeze_after}
+        return {**{name: getattr(self, name).to_dict() for name in GROUPS}, "freeze_after": self.freeze_after,
+                "seed": self.seed}
 
     @classmethod
     def from_dict(cls, values):
         """From ``to_dict``'s form, or any subset of it; unknown keys are refused, naming the known ones."""
-        values = dict(values or {})
-        unknown = set(values) - set(GROUPS) - {"freeze_after"}
+        values = {key: value for key, value in dict(values or {}).items() if value is not None}
+        unknown = set(values) - set(GROUPS) - {"freeze_after", "seed"}
         if unknown:
-            raise ValueError(f"unknown settings {sorted(unknown)}; known: {sorted(GROUPS) + ['freeze_after']}")
+            raise ValueError(f"unknown settings {sorted(unknown)}; known: {sorted(GROUPS) + ['freeze_after', 'seed']}")
+        legacy_seed = (values.get("proposals") or {}).get("seed") if isinstance(values.get("proposals"), dict) else None
+        if "seed" not in values and legacy_seed is not None:  # runs of version < 0.3 kept the seed with the proposals
+            values["seed"] = legacy_seed
         return cls(**values)
 
     def to_yaml(self, path=None):

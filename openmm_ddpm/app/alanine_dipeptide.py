@@ -92,9 +92,9 @@ def make_sampler(args):
                       buffer_capacity=400_000, final_learning_rate=args.final_learning_rate,
                       ema_decay=args.ema_decay, refine_steps=args.refine_steps),
         proposals=dict(target_states=[0], n_candidates=args.n_candidates, min_training_steps=args.min_training_steps,
-                       propose_interval=args.propose_interval, seed=args.seed,
+                       propose_interval=args.propose_interval,
                        temperature_factors=tuple(args.temperature_factors)),
-        freeze_after=args.freeze_after,
+        freeze_after=args.freeze_after, seed=args.seed,
     )
 
 

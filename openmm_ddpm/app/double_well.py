@@ -51,7 +51,7 @@ def augmented_sampler(n_iterations, freeze_after, seed):
         number_of_iterations=n_iterations, online_analysis_interval=None,
         model=dict(width=64, depth=2, n_steps=20), dynamics=DYNAMICS,
         training=dict(train_steps=40, min_buffer_frames=200),
-        proposals=dict(target_states=[0, 1], n_candidates=8, min_training_steps=200, seed=seed),
+        proposals=dict(target_states=[0, 1], n_candidates=8, min_training_steps=200), seed=seed,
         freeze_after=freeze_after,
     )
 

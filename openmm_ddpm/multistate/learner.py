@@ -26,6 +26,7 @@ from openmm_ddpm.model.trainer import OnlineTrainer, cosine_learning_rate
 from openmm_ddpm.moves.mixture import TemperatureMixture
 from openmm_ddpm.moves.proposal import GenerativeProposal, ProposalStatistics
 from openmm_ddpm.multistate.buffer import ReplayBuffer
+from openmm_ddpm.seeding import integer_seed, numpy_generator
 
 logger = logging.getLogger(__name__)
 
@@ -60,7 +61,7 @@ class OnlineLearner:
         self.frozen = False
         self.restored_from_iteration = None
         self._proposal_model = None
-        self.relabel_rng = np.random.default_rng(settings.proposals.seed)
+        self.relabel_rng = numpy_generator(settings.seed, "relabel")
 
     # --- learning -----------------------------------------------------------------
 
@@ -175,12 +176,12 @@ class OnlineLearner:
         else:
             self.representation = Representation(coordinates, standardizer)
         model = self.settings.model
-        with torch.random.fork_rng(devices=[]):  # initial weights from the settings' seed, global RNG untouched
-            torch.manual_seed(self.settings.proposals.seed)
+        with torch.random.fork_rng(devices=[]):  # initial weights from the run's seed, global RNG untouched
+            torch.manual_seed(integer_seed(self.settings.seed, "network"))
             network = ConditionedMLP(coordinates.n_features, width=model.width, depth=model.depth,
                                      temperature_max_frequency=model.temperature_max_frequency).to(self.device)
         diffusion = EDMDiffusion(network, model.diffusion_settings())
-        self.trainer = OnlineTrainer(diffusion, self.settings.training, seed=self.settings.proposals.seed)
+        self.trainer = OnlineTrainer(diffusion, self.settings.training, seed=integer_seed(self.settings.seed, "training"))
 
     @property
     def proposal_model(self):
@@ -216,9 +217,9 @@ class OnlineLearner:
         """The GenerativeProposal of a target state (created on first use)."""
         if state_index not in self.proposals:
             settings = self.settings.proposals
-            seed = np.random.SeedSequence([settings.seed, int(state_index)])
             self.proposals[state_index] = GenerativeProposal(
-                self._move_model(), n_candidates=settings.n_candidates, random_state=np.random.default_rng(seed)
+                self._move_model(), n_candidates=settings.n_candidates,
+                random_state=numpy_generator(self.settings.seed, "proposal", state_index),
             )
         return self.proposals[state_index]
 

@@ -77,7 +77,7 @@ def load_run(storage):
         reporter.close()
     if state is None or "trainer" not in state:
         raise FileNotFoundError(f"no intact checkpoint with a trained model next to {storage} (in {run_directory_of(storage)})")
-    settings = Settings.from_dict({name: options.get(name) for name in GROUPS} | {"freeze_after": options.get("freeze_after")})
+    settings = Settings.from_dict({name: options.get(name) for name in (*GROUPS, "freeze_after", "seed")})
     learner = OnlineLearner(settings, thermodynamic_states[0].system, state["reference_positions"].numpy(),
                             target_temperatures_kelvin(thermodynamic_states, settings.proposals))
     learner.load_state_dict(state)

@@ -48,6 +48,7 @@ from openmm_ddpm.multistate.checkpoints import (
     save_atomic,
 )
 from openmm_ddpm.multistate.learner import OnlineLearner, target_temperatures_kelvin
+from openmm_ddpm.seeding import integer_seed, seed_replica_mixing
 from openmm_ddpm.settings import GROUPS, Settings
 
 logger = logging.getLogger(__name__)
@@ -73,6 +74,10 @@ class DDPMSamplerMixin:
     freeze_after : int or None
         Iteration after which the model is frozen for good (production phase).
         None: never frozen; the whole run is adaptive.
+    seed : int, optional
+        The run's one seed (default 0) (``openmm_ddpm.seeding``): initial weights,
+        training, proposals, the default move's Langevin integrator and
+        openmmtools' replica mixing all draw from streams spawned from it.
     settings : openmm_ddpm.settings.Settings, optional
         All of the above in one object (e.g. ``Settings.from_yaml``); the
         separate arguments must then be left out.
@@ -81,21 +86,23 @@ class DDPMSamplerMixin:
     """
 
     def __init__(self, mcmc_moves=None, representation=None, model=None, training=None, proposals=None,
-                 dynamics=None, freeze_after=None, settings=None, **kwargs):
+                 dynamics=None, freeze_after=None, seed=None, settings=None, **kwargs):
         if settings is None:
-            settings = Settings(representation=representation, model=model, training=training, proposals=proposals,
-                                dynamics=dynamics, freeze_after=freeze_after)
-        elif any(v is not None for v in (representation, model, training, proposals, dynamics, freeze_after)):
-            raise ValueError("pass either settings=Settings(...) or the separate settings groups, not both")
+            settings = Settings.from_dict(dict(representation=representation, model=model, training=training,
+                                               proposals=proposals, dynamics=dynamics, freeze_after=freeze_after,
+                                               seed=seed))
+        elif any(v is not None for v in (representation, model, training, proposals, dynamics, freeze_after, seed)):
+            raise ValueError("pass either settings=Settings(...) or the separate settings groups and seed, not both")
         for name in GROUPS:
             setattr(self, "_" + name, getattr(settings, name))
         self._freeze_after = None if settings.freeze_after is None else int(settings.freeze_after)
+        self._seed = settings.seed
         self._settings = None  # openmmtools reports options as '_' + name; the groups are stored one by one
         if mcmc_moves is None:
             dynamics = self._dynamics
             mcmc_moves = StreamingLangevinMove(
                 stream_stride=dynamics.stream_stride, timestep=dynamics.timestep, collision_rate=dynamics.collision_rate,
-                n_steps=dynamics.n_steps, reassign_velocities=False,
+                n_steps=dynamics.n_steps, reassign_velocities=False, random_seed=integer_seed(self._seed, "dynamics"),
             )
         super().__init__(mcmc_moves=mcmc_moves, **kwargs)
         self._ddpm = None
@@ -117,7 +124,8 @@ class DDPMSamplerMixin:
     @property
     def settings(self):
         """Every settings group of this sampler (``openmm_ddpm.settings.Settings``)."""
-        return Settings(**{name: getattr(self, "_" + name) for name in GROUPS}, freeze_after=self._freeze_after)
+        return Settings(**{name: getattr(self, "_" + name) for name in GROUPS}, freeze_after=self._freeze_after,
+                        seed=self._seed)
 
     @property
     def learner(self):
@@ -142,6 +150,11 @@ class DDPMSamplerMixin:
         check_system_supported(thermodynamic_states[0].system)
 
     # --- the iteration -------------------------------------------------------------------------
+
+    def _mix_replicas(self):
+        """openmmtools' replica mixing, its global numpy and numba generators seeded from the run's seed first."""
+        seed_replica_mixing(self._seed, self._iteration)
+        return super()._mix_replicas()
 
     def _propagate_replicas(self):
         """openmmtools' propagation, then the streamed frames to rank 0: learn, propose, broadcast."""

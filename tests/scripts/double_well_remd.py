@@ -30,7 +30,8 @@ SMALL = dict(
     model=dict(width=32, depth=1, n_steps=8),
     training=dict(train_steps=10, min_buffer_frames=40, batch_size=64),
     dynamics=dict(stream_stride=50),
-    proposals=dict(min_training_steps=40, n_candidates=4, seed=3),
+    proposals=dict(min_training_steps=40, n_candidates=4),
+    seed=3,
 )
 
 
