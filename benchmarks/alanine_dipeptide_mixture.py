@@ -32,6 +32,8 @@ import torch
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
+from provenance import stamp  # noqa: E402  (benchmarks/, the script's directory)
+
 from openmm_ddpm.moves.mixture import mixture_log_density  # noqa: E402
 
 
@@ -107,7 +109,7 @@ def main(argv=None):
               "pool": args.pool, "wall_s": round(time.perf_counter() - start, 1), "mixtures": rows}
     output = os.path.join(HERE, "results", f"alanine_dipeptide_mixture_{args.tag}.json")
     with open(output, "w") as stream:
-        json.dump(result, stream, indent=2)
+        json.dump(stamp(result), stream, indent=2)
     print(f"wrote {output}")
 
 

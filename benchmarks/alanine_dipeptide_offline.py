@@ -36,6 +36,7 @@ import openmm
 import torch
 from openmm import unit
 from openmmtools import states
+from provenance import stamp  # noqa: E402  (benchmarks/, the script's directory)
 
 from openmm_ddpm import __version__
 from openmm_ddpm.analysis import (
@@ -217,7 +218,7 @@ def main(argv=None):
     }
     output = os.path.join(HERE, "results", f"alanine_dipeptide_offline_{args.tag}.json")
     with open(output, "w") as stream:
-        json.dump(result, stream, indent=2)
+        json.dump(stamp(result), stream, indent=2)
     print(f"wrote {output}")
     return result
 

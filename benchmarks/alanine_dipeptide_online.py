@@ -21,6 +21,7 @@ import tempfile
 
 import openmm
 import torch
+from provenance import stamp  # noqa: E402  (benchmarks/, the script's directory)
 
 from openmm_ddpm import __version__
 from openmm_ddpm.app import alanine_dipeptide as example
@@ -46,7 +47,7 @@ def main(argv=None):
                            f"OpenMM {summary['platform']} platform")
     output = os.path.join(HERE, "results", f"alanine_dipeptide_online_{solvent}{'_' + tag if tag else ''}.json")
     with open(output, "w") as stream:
-        json.dump(summary, stream, indent=2)
+        json.dump(stamp(summary), stream, indent=2)
     print(f"wrote {output}")
 
 

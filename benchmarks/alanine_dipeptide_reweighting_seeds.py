@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from openmm import unit
 from openmmtools import testsystems
+from provenance import stamp  # noqa: E402  (benchmarks/, the script's directory)
 
 from openmm_ddpm.analysis import (
     backbone_dihedrals,
@@ -95,7 +96,7 @@ def main(argv=None):
               "rows": rows}
     output = os.path.join(HERE, "results", f"alanine_dipeptide_reweighting_seeds_{args.tag}.json")
     with open(output, "w") as stream:
-        json.dump(result, stream, indent=2)
+        json.dump(stamp(result), stream, indent=2)
     print(f"wrote {output}")
 
 

@@ -18,6 +18,7 @@ from openmm import unit
 from openmmtools import cache, mcmc, states
 
 from openmm_ddpm.analysis import batch_means_standard_error
+from openmm_ddpm.app.double_well import TRAINING_KELVINS, biased_training_data
 from openmm_ddpm.coordinates import CartesianCoordinates, Representation
 from openmm_ddpm.model import (
     ConditionedMLP,
@@ -29,20 +30,9 @@ from openmm_ddpm.moves import GenerativeProposal
 from openmm_ddpm.settings import DiffusionSettings, TrainingSettings
 from openmm_ddpm.testsystems import DoubleWell2D
 
-TRAINING_KELVINS = (300.0, 450.0, 600.0)
-
-
-def training_data(system, frames_per_well):
-    """Equal numbers of frames from each well at each training temperature."""
-    frames, kelvins = [], []
-    for kelvin in TRAINING_KELVINS:
-        for well in (0, 1):
-            frames.append(system.sample_well_by_md(kelvin * unit.kelvin, well, frames_per_well, seed=int(kelvin) + well))
-            kelvins.append(np.full(frames_per_well, kelvin))
-    return np.concatenate(frames), np.concatenate(kelvins)
-
 
 def train_model(frames, kelvins, n_steps):
+    """Representation, diffusion and trainer; the frozen float64 model the proposals use."""
     representation = Representation.fit(CartesianCoordinates(1), frames, np.random.default_rng(0))
     features, _ = representation.forward(frames)
     diffusion = EDMDiffusion(ConditionedMLP(3, width=64, depth=2), DiffusionSettings(n_steps=20))
@@ -54,6 +44,7 @@ def train_model(frames, kelvins, n_steps):
 
 
 def run_chain(system, model, temperature, n_iterations, n_candidates, seed):
+    """Langevin dynamics (no barrier crossing at 300 K) and one exact proposal per iteration."""
     proposal = GenerativeProposal(model, n_candidates=n_candidates, random_state=seed)
     dynamics = mcmc.LangevinDynamicsMove(timestep=2.0 * unit.femtosecond, n_steps=50, reassign_velocities=False)
     move = mcmc.SequenceMove([dynamics, proposal])
@@ -80,7 +71,7 @@ def main(argv=None):
 
     print(f"Training on {6 * frames_per_well} MD frames, 50/50 in each well at {TRAINING_KELVINS} K")
     start = time.time()
-    model = train_model(*training_data(system, frames_per_well), n_train)
+    model = train_model(*biased_training_data(system, frames_per_well), n_train)
     print(f"  trained in {time.time() - start:.0f} s")
     samples, _ = model.sample(2000, temperature, generator=torch.Generator().manual_seed(0))
     model_left = np.mean(system.well_index(samples) == 0)

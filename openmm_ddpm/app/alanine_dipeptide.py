@@ -154,7 +154,11 @@ def build_parser():
     parser.add_argument("--platform", default=None,
                         help="OpenMM platform of the MD (default: Reference in vacuum, where it is fastest for 22 "
                              "atoms; CPU in implicit solvent)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of training and of the proposals")
+    parser.add_argument("--cpu-threads", type=int, default=None,
+                        help="threads of the CPU platform (default: OpenMM's); with --platform CPU --cpu-threads 1 "
+                             "a run with the same --seed repeats exactly")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="the run's seed: initial weights, training, proposals, Langevin dynamics, replica mixing")
     parser.add_argument("--output", default="alanine_dipeptide_output")
     parser.add_argument("--analyze-only", action="store_true",
                         help="analyse the finished run in --output again (same run arguments) instead of simulating")
@@ -173,7 +177,8 @@ def main(argv=None):
     logging.getLogger("openmm_ddpm.multistate").setLevel(logging.INFO)  # refinement and freeze; every 25th iteration
     if args.platform is None:
         args.platform = "Reference" if args.solvent == "vacuum" else "CPU"  # measured fastest for 22 atoms
-    cache.global_context_cache.platform = openmm.Platform.getPlatformByName(args.platform)
+    properties = {"Threads": str(args.cpu_threads)} if args.platform == "CPU" and args.cpu_threads else None
+    cache.global_context_cache.set_platform(openmm.Platform.getPlatformByName(args.platform), properties)
     os.makedirs(args.output, exist_ok=True)
     storage = os.path.join(args.output, "run.nc")
     molecule = make_molecule(args.solvent)

@@ -35,6 +35,23 @@ TEMPERATURES = [300.0, 475.0, 750.0, 1200.0] * unit.kelvin
 STARTING_WELLS = (1, 1, 1, 0)
 
 
+TRAINING_KELVINS = (300.0, 450.0, 600.0)  # the biased-data example's training temperatures (K)
+
+
+def biased_training_data(system, frames_per_well):
+    """Equal numbers of MD frames (nm) from each well at each of ``TRAINING_KELVINS``, with their temperatures (K).
+
+    Deliberately wrong data for ``examples/double_well.py``: 50/50 where the
+    exact 300 K populations are ~90/10 (``DoubleWell2D()``).
+    """
+    frames, kelvins = [], []
+    for kelvin in TRAINING_KELVINS:
+        for well in (0, 1):
+            frames.append(system.sample_well_by_md(kelvin * unit.kelvin, well, frames_per_well, seed=int(kelvin) + well))
+            kelvins.append(np.full(frames_per_well, kelvin))
+    return np.concatenate(frames), np.concatenate(kelvins)
+
+
 def make_system():
     """The double well with three bath particles (barrier 70 kJ/mol, exact P(left) 0.688 at 300 K)."""
     return DoubleWell2D(barrier_height=70.0 * unit.kilojoule_per_mole, tilt=-2.0 * unit.kilojoule_per_mole,
