@@ -20,17 +20,16 @@ import json
 import os
 import tempfile
 
-import numpy as np
 import openmm
 import torch
 from openmm import unit
 from openmmtools import cache, multistate, states
+from provenance import write_result  # noqa: E402  (benchmarks/, the script's directory)
 
 from openmm_ddpm import DDPMParallelTemperingSampler, load_run
 from openmm_ddpm.analysis import mean_with_correlated_error
 from openmm_ddpm.app.alanine_analysis import REFERENCE, TEMPERATURES, phi_of
 from openmm_ddpm.app.alanine_dipeptide import make_molecule
-from provenance import stamp  # noqa: E402  (benchmarks/, the script's directory)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -79,8 +78,7 @@ def main(argv=None):
         print(json.dumps(rows[-1]), flush=True)
     result = {"reference_1000K": [reference["p_phi_positive_per_state"][-1], reference["p_phi_positive_error_per_state"][-1]],
               "rows": rows}
-    with open(os.path.join(HERE, "results", "alanine_dipeptide_burn_in_1000K.json"), "w") as stream:
-        json.dump(stamp(result, __file__, argv), stream, indent=2)
+    write_result(os.path.join(HERE, "results", "alanine_dipeptide_burn_in_1000K.json"), result, __file__, argv)
 
 
 if __name__ == "__main__":

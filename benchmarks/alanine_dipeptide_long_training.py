@@ -50,7 +50,7 @@ import torch
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
-from provenance import stamp  # noqa: E402  (benchmarks/, the script's directory)
+from provenance import write_result  # noqa: E402  (benchmarks/, the script's directory)
 
 from openmm_ddpm import __version__  # noqa: E402
 from openmm_ddpm.model import (  # noqa: E402
@@ -329,8 +329,7 @@ def score(args):
         "machine": f"{platform.machine()}, {os.cpu_count()} cores (scoring)",
     }
     output = os.path.join(HERE, "results", f"alanine_dipeptide_long_training_{args.tag}.json")
-    with open(output, "w") as stream:
-        json.dump(stamp(result), stream, indent=2)
+    write_result(output, result)
     print(f"expected MH acceptance {result['expected_mh_acceptance']}; log q along the flow vs by encoding on the CPU: {consistency}")
     print(f"wrote {output}")
     return result

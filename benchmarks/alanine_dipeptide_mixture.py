@@ -32,7 +32,7 @@ import torch
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
-from provenance import stamp  # noqa: E402  (benchmarks/, the script's directory)
+from provenance import write_result  # noqa: E402  (benchmarks/, the script's directory)
 
 from openmm_ddpm.moves.mixture import mixture_log_density  # noqa: E402
 
@@ -108,9 +108,7 @@ def main(argv=None):
               "held_out_frames": int(len(held_out)), "held_out_phi_negative": int(negative.sum()),
               "pool": args.pool, "wall_s": round(time.perf_counter() - start, 1), "mixtures": rows}
     output = os.path.join(HERE, "results", f"alanine_dipeptide_mixture_{args.tag}.json")
-    with open(output, "w") as stream:
-        json.dump(stamp(result), stream, indent=2)
-    print(f"wrote {output}")
+    write_result(output, result)
 
 
 def _evaluate(members, temperatures, log_q_pool, u_pool, phi_pool, log_q_held, u_held, negative, expected_mh_acceptance):

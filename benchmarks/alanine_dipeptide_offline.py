@@ -36,7 +36,7 @@ import openmm
 import torch
 from openmm import unit
 from openmmtools import states
-from provenance import stamp  # noqa: E402  (benchmarks/, the script's directory)
+from provenance import write_result  # noqa: E402  (benchmarks/, the script's directory)
 
 from openmm_ddpm import __version__
 from openmm_ddpm.analysis import (
@@ -217,9 +217,7 @@ def main(argv=None):
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch threads 1",
     }
     output = os.path.join(HERE, "results", f"alanine_dipeptide_offline_{args.tag}.json")
-    with open(output, "w") as stream:
-        json.dump(stamp(result), stream, indent=2)
-    print(f"wrote {output}")
+    write_result(output, result)
     return result
 
 

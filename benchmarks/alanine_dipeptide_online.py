@@ -13,7 +13,6 @@ python benchmarks/alanine_dipeptide_online.py [--tag NAME] [--solvent vacuum|imp
 
 With --tag the result goes to alanine_dipeptide_online_<solvent>_<NAME>.json.
 """
-import json
 import os
 import platform
 import sys
@@ -21,7 +20,7 @@ import tempfile
 
 import openmm
 import torch
-from provenance import stamp  # noqa: E402  (benchmarks/, the script's directory)
+from provenance import write_result  # noqa: E402  (benchmarks/, the script's directory)
 
 from openmm_ddpm import __version__
 from openmm_ddpm.app import alanine_dipeptide as example
@@ -46,9 +45,7 @@ def main(argv=None):
                    machine=f"{platform.machine()}, {os.cpu_count()} cores, torch threads 1, "
                            f"OpenMM {summary['platform']} platform")
     output = os.path.join(HERE, "results", f"alanine_dipeptide_online_{solvent}{'_' + tag if tag else ''}.json")
-    with open(output, "w") as stream:
-        json.dump(stamp(summary), stream, indent=2)
-    print(f"wrote {output}")
+    write_result(output, summary)
 
 
 if __name__ == "__main__":

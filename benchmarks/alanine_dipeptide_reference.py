@@ -25,7 +25,7 @@ import numpy as np
 import openmm
 from openmm import unit
 from openmmtools import cache, mcmc, multistate, states, testsystems
-from provenance import stamp  # noqa: E402  (benchmarks/, the script's directory)
+from provenance import write_result  # noqa: E402  (benchmarks/, the script's directory)
 
 from openmm_ddpm import __version__
 from openmm_ddpm.analysis import basin_free_energy_difference_kt
@@ -120,8 +120,7 @@ def main(argv=None):
     }
     output = os.path.join(HERE, "results", f"alanine_dipeptide_reference_{args.solvent}.json")
     os.makedirs(os.path.dirname(output), exist_ok=True)
-    with open(output, "w") as stream:
-        json.dump(stamp(result), stream, indent=2)
+    write_result(output, result)
     print(json.dumps(result, indent=2))
 
 

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from openmm import unit
 from openmmtools import testsystems
-from provenance import stamp  # noqa: E402  (benchmarks/, the script's directory)
+from provenance import write_result  # noqa: E402  (benchmarks/, the script's directory)
 
 from openmm_ddpm.analysis import (
     backbone_dihedrals,
@@ -95,9 +95,7 @@ def main(argv=None):
                                               + (argv if argv is not None else sys.argv[1:])),
               "rows": rows}
     output = os.path.join(HERE, "results", f"alanine_dipeptide_reweighting_seeds_{args.tag}.json")
-    with open(output, "w") as stream:
-        json.dump(stamp(result), stream, indent=2)
-    print(f"wrote {output}")
+    write_result(output, result)
 
 
 if __name__ == "__main__":

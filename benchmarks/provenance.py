@@ -51,3 +51,12 @@ def stamp(result, script=None, argv=None):
     result.setdefault("date", datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
     result.setdefault("package_version", __version__)
     return result
+
+
+def write_result(path, result, script=None, argv=None):
+    """Stamp ``result`` (``stamp``), write it as JSON to ``path`` and say so."""
+    import json
+
+    with open(path, "w") as stream:
+        json.dump(stamp(result, script, argv), stream, indent=2)
+    print(f"wrote {path}")

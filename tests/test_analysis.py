@@ -55,3 +55,18 @@ def test_backbone_dihedrals_agree_with_our_dihedral():
     assert phi.shape == (1, 1) and psi.shape == (1, 1)
     assert phi[0, 0] == pytest.approx(ours_phi.item(), abs=1e-5)
     assert psi[0, 0] == pytest.approx(ours_psi.item(), abs=1e-5)
+
+
+def test_basin_ess_counts_the_samples_each_basin_rests_on():
+    """Basin 0: four equal weights (ESS 4); basin 1: weights 1, 1e-3, 1e-3 (ESS just above 1), NaN and -inf count 0."""
+    from openmm_ddpm.analysis import basin_ess
+
+    log_w = np.log([1.0, 1.0, 1.0, 1.0, 4.0, 4e-3, 4e-3]).tolist() + [np.nan, -np.inf]
+    basin = np.array([0, 0, 0, 0, 1, 1, 1, 1, 0])
+    result = basin_ess(log_w, basin)
+    ess0, share0, n0 = result[0]
+    ess1, share1, n1 = result[1]
+    assert (n0, n1) == (5, 4)
+    assert ess0 == pytest.approx(4.0) and share0 == pytest.approx(4.0 / 8.008)
+    assert ess1 == pytest.approx(4.008**2 / (16 + 2 * 16e-6)) and share1 == pytest.approx(4.008 / 8.008)
+    assert 1.0 < ess1 < 1.01  # the basin's estimate rests on one sample, whatever the overall ESS (about 2.6)

@@ -242,3 +242,31 @@ def test_bad_arguments_raise(double_well):
         GenerativeProposal(mixture_for(double_well), n_candidates=0)
     with pytest.raises(ValueError, match="current state"):
         multiple_try_select([np.nan, 0.0], np.random.default_rng(0))
+
+
+class OlderProtocolModel:
+    """A model written to the README's earlier protocol: ``sample(n, temperature, generator=None)`` only."""
+
+    def __init__(self, model):
+        self.model = model
+
+    def sample(self, n, temperature, generator=None):
+        return self.model.sample(n, temperature, generator=generator)
+
+    def log_prob(self, positions, temperature):
+        return self.model.log_prob(positions, temperature)
+
+
+def test_a_model_without_the_optional_arguments_is_used_exactly(double_well, reference_context_cache):
+    """The model protocol (openmm_ddpm.model.protocol) passes only the arguments a model takes;
+    the chain is exact with such a model too (4 sigma, batch means over 4000 iterations)."""
+    from openmm_ddpm.model import ProposalModel, RelabellingModel
+
+    model = OlderProtocolModel(mixture_for(double_well))
+    assert isinstance(model, ProposalModel) and not isinstance(model, RelabellingModel)
+    proposal = GenerativeProposal(model, n_candidates=4, random_state=3)
+    wells = run_chain(double_well, langevin_then(proposal), TEMPERATURE, 4000, reference_context_cache)
+    estimate, error = left_population(wells)
+    exact = double_well.exact_populations(TEMPERATURE).left
+    assert abs(estimate - exact) < 4 * error and error < 0.02, (estimate, error, exact)
+    assert proposal.statistics.n_accepted > 200
