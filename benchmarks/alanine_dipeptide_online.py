@@ -1,6 +1,6 @@
 """Benchmark: online DDPM proposals on alanine dipeptide (vacuum or implicit), the numbers the molecules issue asks for.
 
-Runs examples/alanine_dipeptide.py (augmented PT, 4 replicas 300-1000 K,
+Runs openmm_ddpm.app.alanine_dipeptide (augmented PT, 4 replicas 300-1000 K,
 internal coordinates) with the given arguments and writes its summary, with
 the command and the machine, to
 benchmarks/results/alanine_dipeptide_online_<solvent>.json: at 300 K the MH
@@ -9,7 +9,7 @@ domain, the train/held-out gap in mean log w, accepted moves that change
 the phi basin per proposal, and dF against the cached reference; the
 reweighted generation at a never-simulated temperature; the time split.
 
-python benchmarks/alanine_dipeptide_online.py [--tag NAME] [--solvent vacuum|implicit] [any examples/alanine_dipeptide.py argument]
+python benchmarks/alanine_dipeptide_online.py [--tag NAME] [--solvent vacuum|implicit] [any argument of the application]
 
 With --tag the result goes to alanine_dipeptide_online_<solvent>_<NAME>.json.
 """

@@ -2,7 +2,7 @@
 import numpy as np
 
 
-def log_weight_gap(ddpm, system, temperature, frames_before_freeze, n_frames=200, seed=0):
+def log_weight_gap(learner, system, temperature, frames_before_freeze, n_frames=200, seed=0):
     """Mean log w at a temperature on training frames minus held-out frames (an overfitting check).
 
     Training frames: frames of that temperature that entered the buffer
@@ -14,7 +14,7 @@ def log_weight_gap(ddpm, system, temperature, frames_before_freeze, n_frames=200
 
     Parameters
     ----------
-    ddpm : openmm_ddpm.multistate.OnlineLearner
+    learner : openmm_ddpm.multistate.OnlineLearner
     system : openmm.System
     temperature : openmm.unit.Quantity (temperature)
     frames_before_freeze : int
@@ -38,10 +38,10 @@ def log_weight_gap(ddpm, system, temperature, frames_before_freeze, n_frames=200
     from openmm_ddpm.model.protocol import relabel
     from openmm_ddpm.moves.proposal import reduced_potentials
 
-    positions, kelvins = ddpm.buffer.arrays()
-    index = np.arange(len(positions)) - (len(positions) - ddpm.buffer.n_added)  # order of arrival
+    positions, kelvins = learner.buffer.arrays()
+    index = np.arange(len(positions)) - (len(positions) - learner.buffer.n_added)  # order of arrival
     at_temperature = np.isclose(kelvins, temperature.value_in_unit(unit.kelvin))
-    model = ddpm.proposal_model
+    model = learner.proposal_model
     rng = np.random.default_rng(seed)
     thermodynamic_state = states.ThermodynamicState(system, temperature)
     means, log_weights = {}, {}

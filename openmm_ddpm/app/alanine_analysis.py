@@ -195,11 +195,11 @@ def analyze(storage, molecule, args, argv, learned, counts, wall):
 
     ``learned``: (proposal model, OnlineLearner, iteration it belongs to).
     """
-    model, ddpm, learned_iteration = learned
+    model, learner, learned_iteration = learned
     statistics, proposals = production_summary(storage, args.n_candidates)
     plot_proposal_statistics(statistics, os.path.join(args.output, "proposal_statistics.png"))
-    frames_per_iteration = ddpm.buffer.n_added / learned_iteration
-    gap, means, log_weights = log_weight_gap(ddpm, molecule.system, TEMPERATURES[0],
+    frames_per_iteration = learner.buffer.n_added / learned_iteration
+    gap, means, log_weights = log_weight_gap(learner, molecule.system, TEMPERATURES[0],
                                              int(frames_per_iteration * args.freeze_after), n_frames=args.gap_frames)
     _, log_weights_model = generate_at_temperature(model, molecule.system, TEMPERATURES[0], args.gap_frames,
                                                    reference_positions=molecule.positions, seed=args.seed)
@@ -209,15 +209,15 @@ def analyze(storage, molecule, args, argv, learned, counts, wall):
         "command": "python -m openmm_ddpm.app.alanine_dipeptide " + " ".join(argv if argv is not None else sys.argv[1:]),
         "solvent": args.solvent, "temperatures_kelvin": [t.value_in_unit(unit.kelvin) for t in TEMPERATURES],
         "iterations": args.iterations, "freeze_after": args.freeze_after, "n_candidates": args.n_candidates,
-        "md_steps_per_iteration": args.md_steps, "platform": args.platform, "frames_streamed": int(ddpm.buffer.n_added),
-        "training_steps": int(ddpm.trainer.n_steps_done), "wall_seconds": wall,
+        "md_steps_per_iteration": args.md_steps, "platform": args.platform, "frames_streamed": int(learner.buffer.n_added),
+        "training_steps": int(learner.trainer.n_steps_done), "wall_seconds": wall,
         "proposals": proposals, "basin_change_counts": counts,
         "basin_changes_per_proposal": float("nan") if counts is None else counts["basin_changes"] / max(counts["proposals"], 1),
         "log_w_gap": gap, "mean_log_w_300K": means,
         "generation": generation_at(model, molecule, args.unsimulated_temperature, args.generated_samples, args.seed,
                                     storage, args.freeze_after + 1),
         "basins": basin_estimates(storage, molecule, args.freeze_after + 1, args.unsimulated_temperature, args.output),
-        "streamed_frames_p_phi_positive": streamed_basin_populations(ddpm, molecule.topology),
+        "streamed_frames_p_phi_positive": streamed_basin_populations(learner, molecule.topology),
         "reference": reference_values(args.solvent, args.unsimulated_temperature),
     }
 

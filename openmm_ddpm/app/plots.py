@@ -61,7 +61,7 @@ def plot_proposal_statistics(statistics, path, window=25, n_target_states=1):
     Parameters
     ----------
     statistics : dict
-        From ``openmm_ddpm.sampler.read_ddpm_statistics``.
+        From ``openmm_ddpm.read_ddpm_statistics``.
     path : str
         PNG file to write.
     window : int

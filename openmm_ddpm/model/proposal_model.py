@@ -28,7 +28,7 @@ class DiffusionProposalModel:
 
     Parameters
     ----------
-    diffusion : openmm_ddpm.diffusion.EDMDiffusion
+    diffusion : openmm_ddpm.model.EDMDiffusion
         Used as is: pass a frozen float64 copy (``OnlineTrainer.frozen_diffusion``)
         so the model cannot change during a move.
     representation : openmm_ddpm.coordinates.Representation

@@ -22,16 +22,15 @@ class StreamingLangevinMove(mcmc.LangevinDynamicsMove):
     stream_stride : int
         MD steps between recorded frames; must divide ``n_steps``.
     random_seed : int, optional
-        Seed of the Langevin integrator's random numbers. OpenMM seeds a
-        random-number stream when a Context is created, so every Context
-        the move creates starts the same stream: the move alone, from the
-        same state, repeats its trajectory. A whole sampler run is still not
-        bit-for-bit reproducible: OpenMM's Reference platform keeps one
-        stream per process, which any new Context with a stochastic
-        integrator reseeds (openmmtools' energy contexts draw a random
-        seed), and the CPU platform's threads add their own variation
-        (measured: two seeded runs of the alanine example part after 10
-        iterations on Reference, after 1 on CPU). None (default): OpenMM
+        Seed of the Langevin integrator's random numbers (1 to 2**31 - 1).
+        OpenMM seeds a random-number stream when a Context is created, so
+        every Context the move creates starts the same stream: the move
+        alone, from the same state, repeats its trajectory. The samplers
+        set it from the run's seed (``openmm_ddpm.seeding``); a whole run
+        then repeats exactly on the CPU platform with one thread
+        (tests/test_seeding.py); with several threads, or on a GPU, the
+        order of floating-point sums may differ between runs, and a
+        chaotic trajectory parts after a while. None (default): OpenMM
         picks a fresh seed for each Context.
     **kwargs
         As ``openmmtools.mcmc.LangevinDynamicsMove``.

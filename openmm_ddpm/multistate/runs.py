@@ -84,7 +84,7 @@ def load_run(storage):
     return LoadedRun(learner.proposal_model, learner, iteration, settings, thermodynamic_states)
 
 
-def export_proposal_model(ddpm, path, iteration):
+def export_proposal_model(learner, path, iteration):
     """Write the proposal model of a learning state to a small file.
 
     Keeps what scoring and generation need, without the buffer, optimizer
@@ -98,7 +98,7 @@ def export_proposal_model(ddpm, path, iteration):
 
     Parameters
     ----------
-    ddpm : OnlineLearner
+    learner : OnlineLearner
         A trained learning state (``sampler.learner``, or ``load_run(storage).learner``).
     path : str
     iteration : int
@@ -109,14 +109,14 @@ def export_proposal_model(ddpm, path, iteration):
     str
         SHA-256 of the written file.
     """
-    if ddpm.trainer is None:
+    if learner.trainer is None:
         raise ValueError("nothing to export: the model has not been trained yet")
     state = {
         "package_version": __version__, "iteration": int(iteration),
-        "settings": {name: getattr(ddpm.settings, name).to_dict() for name in GROUPS},
-        "reference_positions": torch.as_tensor(ddpm.reference_positions),
-        "ema_network": ddpm.trainer.ema_network.state_dict(),
-        **ddpm._representation_state(),
+        "settings": {name: getattr(learner.settings, name).to_dict() for name in GROUPS},
+        "reference_positions": torch.as_tensor(learner.reference_positions),
+        "ema_network": learner.trainer.ema_network.state_dict(),
+        **learner._representation_state(),
     }
     return save_atomic(state, path)
 
@@ -140,11 +140,11 @@ def load_exported_model(path, system, expected_sha256=None):
     state = load_verified(path, expected_sha256)
     settings = Settings.from_dict({name: state["settings"].get(name) for name in GROUPS})
     settings = dataclasses.replace(settings, model=dataclasses.replace(settings.model, device="cpu"))
-    ddpm = OnlineLearner(settings, system, state["reference_positions"].numpy())
-    ddpm._rebuild_model(state)
-    ddpm.trainer.ema_network.load_state_dict(state["ema_network"])
-    ddpm.refresh_proposal_model()
-    return ddpm.proposal_model
+    learner = OnlineLearner(settings, system, state["reference_positions"].numpy())
+    learner._rebuild_model(state)
+    learner.trainer.ema_network.load_state_dict(state["ema_network"])
+    learner.refresh_proposal_model()
+    return learner.proposal_model
 
 
 def refine_proposal_model(storage, n_steps, output):

@@ -64,9 +64,10 @@ class DDPMSamplerMixin:
     Parameters
     ----------
     mcmc_moves : openmmtools.mcmc.MCMCMove or list, optional
-        Default: ``StreamingLangevinMove`` (2 fs, 1/ps, 500 steps, a frame
-        every ``training.stream_stride`` steps). With any other move, only the
-        final configuration of each iteration is streamed.
+        Default: ``StreamingLangevinMove`` as ``dynamics`` says (2 fs, 1/ps,
+        500 steps, a frame every 50 steps), seeded from ``seed``. With any
+        other move, only the final configuration of each iteration is
+        streamed, and the move's own seeds are the user's.
     representation, model, training, proposals, dynamics : dataclass or dict, optional
         The settings groups of ``openmm_ddpm.settings`` (``RepresentationSettings``,
         ``ModelSettings``, ``TrainingSettings``, ``ProposalSettings``,
@@ -105,7 +106,7 @@ class DDPMSamplerMixin:
                 n_steps=dynamics.n_steps, reassign_velocities=False, random_seed=integer_seed(self._seed, "dynamics"),
             )
         super().__init__(mcmc_moves=mcmc_moves, **kwargs)
-        self._ddpm = None
+        self._learner = None
         self._streamed_frames = {}
         self._ddpm_iteration_statistics = None
         self.last_proposal_updates = {}
@@ -130,7 +131,7 @@ class DDPMSamplerMixin:
     @property
     def learner(self):
         """The run's ``OnlineLearner`` (on MPI rank 0; None elsewhere or before the first iteration)."""
-        return self._ddpm
+        return self._learner
 
     @property
     def run_directory(self):
@@ -190,11 +191,11 @@ class DDPMSamplerMixin:
 
     def _learn_and_propose(self, frames):
         """Rank 0: stream, train, propose, checkpoint. Returns {replica_id: new positions}."""
-        if self._ddpm is None:
-            self._ddpm = self._new_ddpm()
-        ddpm, phase = self._ddpm, self._phase()
+        if self._learner is None:
+            self._learner = self._new_learner()
+        learner, phase = self._learner, self._phase()
         for replica_id, replica_frames in frames.items():
-            ddpm.buffer.add(replica_frames, self._state_of(replica_id).temperature.value_in_unit(unit.kelvin))
+            learner.buffer.add(replica_frames, self._state_of(replica_id).temperature.value_in_unit(unit.kelvin))
         start = time.perf_counter()
         loss = self._train_if_due(phase)
         training_seconds = time.perf_counter() - start
@@ -202,8 +203,8 @@ class DDPMSamplerMixin:
         updates, counts = self._propose_if_due()
         self._ddpm_iteration_statistics = dict(
             ddpm_phase=phase, ddpm_training_loss=loss, ddpm_training_seconds=training_seconds,
-            ddpm_proposal_seconds=time.perf_counter() - start, ddpm_buffer_frames=len(ddpm.buffer),
-            ddpm_training_steps=0 if ddpm.trainer is None else ddpm.trainer.n_steps_done, **counts,
+            ddpm_proposal_seconds=time.perf_counter() - start, ddpm_buffer_frames=len(learner.buffer),
+            ddpm_training_steps=0 if learner.trainer is None else learner.trainer.n_steps_done, **counts,
         )
         self._ddpm_iteration_statistics["ddpm_checkpoint_sha256"] = self._checkpoint_if_due()
         self._log_progress(self._ddpm_iteration_statistics)
@@ -221,38 +222,38 @@ class DDPMSamplerMixin:
         )
 
     def _train_if_due(self, phase):
-        ddpm = self._ddpm
+        learner = self._learner
         if phase == PHASE_PRODUCTION:
             loss = float("nan")
-            if not ddpm.frozen and ddpm.trainer is not None:
+            if not learner.frozen and learner.trainer is not None:
                 if self._training.refine_steps > 0:
-                    loss = ddpm.refine(self._training.refine_steps)  # refreshes the proposal model
+                    loss = learner.refine(self._training.refine_steps)  # refreshes the proposal model
                 else:
-                    ddpm.refresh_proposal_model()
-                ddpm.frozen = True
+                    learner.refresh_proposal_model()
+                learner.frozen = True
                 logger.info(f"iteration {self._iteration}: model frozen for the production phase")
-                if ddpm.trainer.n_steps_done < self._proposals.min_training_steps:
-                    logger.warning(f"the model froze after {ddpm.trainer.n_steps_done} training steps, fewer than "
+                if learner.trainer.n_steps_done < self._proposals.min_training_steps:
+                    logger.warning(f"the model froze after {learner.trainer.n_steps_done} training steps, fewer than "
                                    f"min_training_steps={self._proposals.min_training_steps}; it proposes anyway")
             return loss
         if self._iteration % self._training.train_interval != 0:
             return float("nan")
         progress = None if self._freeze_after is None else self._iteration / max(self._freeze_after, 1)
-        loss = ddpm.train(progress)
+        loss = learner.train(progress)
         if np.isfinite(loss):
-            ddpm.refresh_proposal_model()
+            learner.refresh_proposal_model()
         return loss
 
     def _propose_if_due(self):
-        ddpm, settings = self._ddpm, self._proposals
+        learner, settings = self._learner, self._proposals
         counts = dict(ddpm_n_candidates=0, ddpm_n_accepted=0, ddpm_n_invalid=0, ddpm_ess_fraction=float("nan"))
         self.last_proposal_moves = {}
-        if self._iteration % settings.propose_interval != 0 or not ddpm.ready_to_propose:
+        if self._iteration % settings.propose_interval != 0 or not learner.ready_to_propose:
             return {}, counts
         updates, ess = {}, []
         for state_index in settings.target_states:
             replica_id = int(np.flatnonzero(self._replica_thermodynamic_states == state_index)[0])
-            proposal = ddpm.proposal_for(state_index)
+            proposal = learner.proposal_for(state_index)
             sampler_state = self._sampler_states[replica_id]
             before = sampler_state.positions.value_in_unit(unit.nanometer).copy()
             proposal.apply(self._thermodynamic_states[state_index], sampler_state, self.energy_context_cache)
@@ -269,7 +270,7 @@ class DDPMSamplerMixin:
         counts["ddpm_ess_fraction"] = float(np.nanmean(ess)) if np.any(np.isfinite(ess)) else float("nan")
         return updates, counts
 
-    def _new_ddpm(self):
+    def _new_learner(self):
         reference = self._sampler_states[0].positions.value_in_unit(unit.nanometer)
         return OnlineLearner(self.settings, self._thermodynamic_states[0].system, reference,
                              target_temperatures_kelvin(self._thermodynamic_states, self._proposals))
@@ -284,7 +285,7 @@ class DDPMSamplerMixin:
         if self._iteration % self._reporter.checkpoint_interval != 0:
             return ""
         path = checkpoint_path(self.run_directory, self._iteration)
-        digest = save_atomic(self._ddpm.state_dict(self._iteration), path)
+        digest = save_atomic(self._learner.state_dict(self._iteration), path)
         prune_checkpoints(self.run_directory, keep=CHECKPOINTS_KEPT)
         return digest
 
@@ -301,17 +302,17 @@ class DDPMSamplerMixin:
 
     def _restore_sampler_from_reporter(self, reporter):
         super()._restore_sampler_from_reporter(reporter)
-        mpiplus.run_single_node(0, self._restore_ddpm, reporter, broadcast_result=False)
+        mpiplus.run_single_node(0, self._restore_learner, reporter, broadcast_result=False)
 
-    def _restore_ddpm(self, reporter):
+    def _restore_learner(self, reporter):
         """Load the newest intact checkpoint not newer than the restored iteration."""
         state, iteration = newest_intact_checkpoint(reporter, max_iteration=self._iteration)
         if state is None:
             logger.warning("no intact DDPM checkpoint found: the model starts from scratch")
             return
-        self._ddpm = self._new_ddpm()
-        self._ddpm.load_state_dict(state)
-        self._ddpm.restored_from_iteration = iteration
+        self._learner = self._new_learner()
+        self._learner.load_state_dict(state)
+        self._learner.restored_from_iteration = iteration
         logger.info(f"restored the DDPM learning state of iteration {iteration}")
 
 

@@ -289,7 +289,7 @@ class ProposalSettings(_Settings):
         it froze before reaching this count.
     temperature_factors : tuple of float
         Candidates for a state at T come from the model's conditionals at
-        s_k T, mixed (``openmm_ddpm.mixture.TemperatureMixture``); (1.0,),
+        s_k T, mixed (``openmm_ddpm.moves.TemperatureMixture``); (1.0,),
         the default, is the model at T alone. E.g. (1.0, 1.27) lets a
         basin the model learned only from hotter replicas be proposed at
         the lowest temperature. Exact for any factors; costs one encoding
