@@ -36,5 +36,5 @@ setup(
     ],
     extras_require={"test": ["pytest"], "mpi": ["mpi4py", "mpich"]},
     entry_points={"console_scripts": ["openmm-ddpm=openmm_ddpm.app.cli:main"]},
-    classifiers=["License :: OSI Approved :: MIT License", "Programming Language :: Python :: 3"],
+    classifiers=["Programming Language :: Python :: 3"],
 )

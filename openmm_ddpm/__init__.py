@@ -13,48 +13,49 @@ the model protocol), ``moves`` (the exact proposal move), ``multistate``
 plots); ``settings`` is the one settings layer, ``units`` the unit
 boundary, ``testsystems`` systems with exactly known answers.
 """
-from openmm_ddpm._version import __version__
-from openmm_ddpm.coordinates import (
-                                    CartesianCoordinates,
-                                    InternalCoordinates,
-                                    MoleculeCoordinates,
-                                    Representation,
-)
-from openmm_ddpm.model import (
-                                    DiffusionProposalModel,
-                                    EDMDiffusion,
-                                    OnlineTrainer,
-                                    ProposalModel,
-)
-from openmm_ddpm.moves import (
-                                    GenerativeProposal,
-                                    StreamingLangevinMove,
-                                    TemperatureMixture,
-)
-from openmm_ddpm.multistate import (
-                                    DDPMParallelTemperingSampler,
-                                    DDPMReplicaExchangeSampler,
-                                    LoadedRun,
-                                    OnlineLearner,
-                                    export_proposal_model,
-                                    load_exported_model,
-                                    load_run,
-                                    read_ddpm_statistics,
-                                    refine_proposal_model,
-)
-from openmm_ddpm.settings import (
-                                    DynamicsSettings,
-                                    ModelSettings,
-                                    ProposalSettings,
-                                    RepresentationSettings,
-                                    Settings,
-                                    TrainingSettings,
-)
-from openmm_ddpm.testsystems import DoubleWell2D
+import importlib
 
-__all__ = ["CartesianCoordinates", "DDPMParallelTemperingSampler", "DDPMReplicaExchangeSampler", "DiffusionProposalModel",
-           "DoubleWell2D", "DynamicsSettings", "EDMDiffusion", "GenerativeProposal", "InternalCoordinates", "LoadedRun",
-           "ModelSettings", "MoleculeCoordinates", "OnlineLearner", "OnlineTrainer", "ProposalModel", "ProposalSettings",
-           "Representation", "RepresentationSettings", "Settings", "StreamingLangevinMove", "TemperatureMixture",
-           "TrainingSettings", "__version__", "export_proposal_model", "load_exported_model", "load_run",
-           "read_ddpm_statistics", "refine_proposal_model"]
+from openmm_ddpm._version import __version__
+
+_PUBLIC = {  # name -> the module that defines it; imported on first use, so `import openmm_ddpm` stays light
+    "CartesianCoordinates": "openmm_ddpm.coordinates",
+    "InternalCoordinates": "openmm_ddpm.coordinates",
+    "MoleculeCoordinates": "openmm_ddpm.coordinates",
+    "Representation": "openmm_ddpm.coordinates",
+    "DiffusionProposalModel": "openmm_ddpm.model",
+    "EDMDiffusion": "openmm_ddpm.model",
+    "OnlineTrainer": "openmm_ddpm.model",
+    "ProposalModel": "openmm_ddpm.model",
+    "GenerativeProposal": "openmm_ddpm.moves",
+    "StreamingLangevinMove": "openmm_ddpm.moves",
+    "TemperatureMixture": "openmm_ddpm.moves",
+    "DDPMParallelTemperingSampler": "openmm_ddpm.multistate",
+    "DDPMReplicaExchangeSampler": "openmm_ddpm.multistate",
+    "LoadedRun": "openmm_ddpm.multistate",
+    "OnlineLearner": "openmm_ddpm.multistate",
+    "export_proposal_model": "openmm_ddpm.multistate",
+    "load_exported_model": "openmm_ddpm.multistate",
+    "load_run": "openmm_ddpm.multistate",
+    "read_ddpm_statistics": "openmm_ddpm.multistate",
+    "refine_proposal_model": "openmm_ddpm.multistate",
+    "DynamicsSettings": "openmm_ddpm.settings",
+    "ModelSettings": "openmm_ddpm.settings",
+    "ProposalSettings": "openmm_ddpm.settings",
+    "RepresentationSettings": "openmm_ddpm.settings",
+    "Settings": "openmm_ddpm.settings",
+    "TrainingSettings": "openmm_ddpm.settings",
+    "DoubleWell2D": "openmm_ddpm.testsystems",
+}
+__all__ = sorted(_PUBLIC) + ["__version__"]
+
+
+def __getattr__(name):
+    if name in _PUBLIC:
+        value = getattr(importlib.import_module(_PUBLIC[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'openmm_ddpm' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_PUBLIC))

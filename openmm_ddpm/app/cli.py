@@ -1,7 +1,7 @@
 """The ``openmm-ddpm`` command line (grows with the project)."""
 import argparse
 
-from openmm_ddpm import __version__
+from openmm_ddpm._version import __version__
 
 
 def build_parser():
