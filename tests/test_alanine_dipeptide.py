@@ -20,6 +20,7 @@ from openmmtools import cache
 from openmm_ddpm.app import alanine_dipeptide as example
 
 SEED = 0
+SHORT_RUN_SD_1000K = 0.026  # seed-to-seed SD of P(phi > 0) at 1000 K over plain PT runs of this length
 UNSIMULATED_KELVIN = 786.0030855966228  # state 4 of the vacuum reference ladder (geometric, 6 states, 300-1000 K)
 
 
@@ -60,7 +61,13 @@ def test_short_augmented_run_on_alanine_dipeptide(tmp_path):
     assert [row["temperature_kelvin"] for row in streamed] == pytest.approx(example.TEMPERATURES.value_in_unit(unit.kelvin))
     hot_streamed = streamed[-1]
     assert hot_streamed["frames"] == 160 * 50 and hot_streamed["p"] > 0.02
-    assert abs(hot_streamed["p"] - hot_reference) < 4 * np.hypot(hot_streamed["p_error"], hot_reference_error)
+    # the error from pymbar's statistical inefficiency is too small for a 240 ps series with a handful of barrier
+    # crossings, started out of equilibrium: plain parallel tempering with the same ladder and dynamics (no proposals)
+    # gave 0.061, 0.076, 0.031, 0.093 over four seeds, reported errors 0.008-0.041, seed-to-seed SD 0.026
+    # (benchmarks/results/alanine_dipeptide_burn_in_1000K.json; this run's augmented chain: 0.048). So the error
+    # is floored at that SD: the check asks the streamed frames to be those of a short PT run, not more.
+    hot_streamed_error = max(hot_streamed["p_error"], SHORT_RUN_SD_1000K)
+    assert abs(hot_streamed["p"] - hot_reference) < 4 * np.hypot(hot_streamed_error, hot_reference_error)
     assert streamed[0]["p"] < hot_streamed["p"]
     # and the 120 production samples in storage, one per iteration. With a handful of samples in the basin the
     # statistical inefficiency cannot see the correlation (one sample in the basin gives g = 1 and an error

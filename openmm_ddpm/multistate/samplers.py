@@ -33,8 +33,9 @@ import time
 
 import mpiplus
 import numpy as np
+import openmm
 from openmm import unit
-from openmmtools import states
+from openmmtools import cache, states
 from openmmtools.multistate import ParallelTemperingSampler, ReplicaExchangeSampler
 
 from openmm_ddpm._version import __version__
@@ -56,6 +57,32 @@ logger = logging.getLogger(__name__)
 PHASE_ADAPTIVE, PHASE_PRODUCTION = 0, 1
 CHECKPOINTS_KEPT = 3
 PROGRESS_INTERVAL = 25  # iterations between progress lines at INFO (DEBUG in between)
+
+
+class EnergyContextCache(cache.ContextCache):
+    """openmmtools' ContextCache for energies only, whose default integrator draws no random numbers.
+
+    openmmtools evaluates energies in Contexts made with a default
+    ``GeodesicBAOABIntegrator`` of random seed 0, and on the Reference
+    platform creating such a Context reseeds the one random stream every
+    Langevin integrator of the process draws from, at random: a seeded run
+    then parts from its repeat. A ``VerletIntegrator`` draws nothing. The
+    platform is that of openmmtools' global context cache when the first
+    Context is made, so setting ``cache.global_context_cache.platform``
+    before running keeps working.
+    """
+
+    _cached_default_integrator_id = None  # the parent caches its own default's id on the class
+
+    @staticmethod
+    def _get_default_integrator(temperature):
+        return openmm.VerletIntegrator(1.0 * unit.femtosecond)
+
+    def get_context(self, thermodynamic_state, integrator=None):
+        if len(self) == 0:
+            self._platform = cache.global_context_cache.platform
+            self._platform_properties = cache.global_context_cache._platform_properties
+        return super().get_context(thermodynamic_state, integrator)
 
 
 class DDPMSamplerMixin:
@@ -151,6 +178,12 @@ class DDPMSamplerMixin:
         check_system_supported(thermodynamic_states[0].system)
 
     # --- the iteration -------------------------------------------------------------------------
+
+    def _initialize_context_caches(self):
+        """openmmtools' caches, with energies evaluated in Contexts that draw no random numbers (``EnergyContextCache``)."""
+        super()._initialize_context_caches()
+        if self.energy_context_cache is cache.global_context_cache:
+            self.energy_context_cache = EnergyContextCache(capacity=None, time_to_live=None)
 
     def _mix_replicas(self):
         """openmmtools' replica mixing, its global numpy and numba generators seeded from the run's seed first."""
