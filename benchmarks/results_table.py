@@ -20,6 +20,7 @@ KINDS = {  # file name prefix -> what the benchmark measures
     "alanine_dipeptide_mixture": "temperature-mixture proposals at 300 K",
     "alanine_dipeptide_reweighting_seeds": "reweighting at 381.7 K over seeds",
     "alanine_dipeptide_vacuum_refined_after_run": "a finished run's model refined on its buffer",
+    "alanine_dipeptide_burn_in": "short runs at 1000 K: plain PT over seeds against the augmented chain",
 }
 
 
