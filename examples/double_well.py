@@ -20,12 +20,7 @@ from openmmtools import cache, mcmc, states
 from openmm_ddpm.analysis import batch_means_standard_error
 from openmm_ddpm.app.double_well import TRAINING_KELVINS, biased_training_data
 from openmm_ddpm.coordinates import CartesianCoordinates, Representation
-from openmm_ddpm.model import (
-    ConditionedMLP,
-    DiffusionProposalModel,
-    EDMDiffusion,
-    OnlineTrainer,
-)
+from openmm_ddpm.model import ConditionedMLP, DiffusionProposalModel, EDMDiffusion, OnlineTrainer
 from openmm_ddpm.moves import GenerativeProposal
 from openmm_ddpm.settings import DiffusionSettings, TrainingSettings
 from openmm_ddpm.testsystems import DoubleWell2D
@@ -55,8 +50,6 @@ def run_chain(system, model, temperature, n_iterations, n_candidates, seed):
     for i in range(n_iterations):
         move.apply(thermodynamic_state, sampler_state, context_cache)
         wells[i] = system.well_index(sampler_state.positions.value_in_unit(unit.nanometer))[0]
-        if (i + 1) % max(n_iterations // 10, 1) == 0:
-            print(f"  K={n_candidates}: iteration {i + 1}/{n_iterations}", flush=True)
     return wells, proposal.statistics
 
 

@@ -33,16 +33,15 @@ def binomial_error(p, n):
 def test_short_augmented_run_on_alanine_dipeptide(tmp_path):
     torch.set_num_threads(1)
     cache.global_context_cache.empty()
-    # CPU platform with one thread and a seed: the run repeats exactly, so every check below passes or fails
-    # the same way on every machine (tests/test_seeding.py shows a seeded run repeating)
+    # seeded: the run repeats exactly (on the Reference platform, the default in vacuum), so every check below
+    # passes or fails the same way every time (tests/test_seeding.py shows seeded runs repeating)
     summary = example.main(["--iterations", "160", "--freeze-after", "40", "--md-steps", "1500", "--stream-stride", "30",
                             "--train-steps", "60", "--min-training-steps", "300", "--model-steps", "10",
                             "--generated-samples", "256", "--gap-frames", "20", "--output", str(tmp_path),
-                            "--unsimulated-temperature", str(UNSIMULATED_KELVIN), "--platform", "CPU",
-                            "--cpu-threads", "1", "--seed", str(SEED)])
+                            "--unsimulated-temperature", str(UNSIMULATED_KELVIN), "--seed", str(SEED)])
     cache.global_context_cache.empty()
     assert {"summary.json", "free_energy_surfaces.png", "proposal_statistics.png", "run.nc"} <= set(os.listdir(tmp_path))
-    assert summary["platform"] == "CPU"
+    assert summary["platform"] == "Reference"  # the default in vacuum
     with open(tmp_path / "summary.json") as stream:
         assert json.load(stream)["iterations"] == 160
 

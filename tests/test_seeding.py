@@ -48,11 +48,12 @@ def test_replica_mixing_generators_are_seeded():
     assert not (np.array_equal(first[0], other[0]) and first[1] == other[1])
 
 
-def seeded_run(storage, seed):
-    """A short augmented run on the CPU platform with one thread (the same sums in the same order every time)."""
+def seeded_run(storage, seed, platform="CPU"):
+    """A short augmented run; on the CPU platform with one thread (the same sums in the same order every time)."""
     torch.set_num_threads(1)
     cache.global_context_cache.empty()
-    cache.global_context_cache.set_platform(openmm.Platform.getPlatformByName("CPU"), {"Threads": "1"})
+    properties = {"Threads": "1"} if platform == "CPU" else None
+    cache.global_context_cache.set_platform(openmm.Platform.getPlatformByName(platform), properties)
     system = DoubleWell2D()
     sampler = DDPMParallelTemperingSampler(
         number_of_iterations=12, freeze_after=8, online_analysis_interval=None, seed=seed,
@@ -72,10 +73,11 @@ def seeded_run(storage, seed):
     return statistics, weights, positions, replica_states
 
 
-def test_a_seeded_run_reproduces_its_statistics_weights_and_positions(tmp_path):
-    first = seeded_run(str(tmp_path / "a.nc"), seed=5)
-    second = seeded_run(str(tmp_path / "b.nc"), seed=5)
-    other = seeded_run(str(tmp_path / "c.nc"), seed=6)
+@pytest.mark.parametrize("platform", ["CPU", "Reference"])
+def test_a_seeded_run_reproduces_its_statistics_weights_and_positions(tmp_path, platform):
+    first = seeded_run(str(tmp_path / "a.nc"), seed=5, platform=platform)
+    second = seeded_run(str(tmp_path / "b.nc"), seed=5, platform=platform)
+    other = seeded_run(str(tmp_path / "c.nc"), seed=6, platform=platform)
     statistics, weights, positions, replica_states = first
     assert np.nansum(statistics["ddpm_n_candidates"]) > 0  # proposals happened, so their randomness is covered
     for name, values in statistics.items():

@@ -155,8 +155,8 @@ def build_parser():
                         help="OpenMM platform of the MD (default: Reference in vacuum, where it is fastest for 22 "
                              "atoms; CPU in implicit solvent)")
     parser.add_argument("--cpu-threads", type=int, default=None,
-                        help="threads of the CPU platform (default: OpenMM's); with --platform CPU --cpu-threads 1 "
-                             "a run with the same --seed repeats exactly")
+                        help="threads of the CPU platform (default: OpenMM's); a run with the same --seed repeats "
+                             "exactly on the Reference platform, and on CPU with --cpu-threads 1")
     parser.add_argument("--seed", type=int, default=0,
                         help="the run's seed: initial weights, training, proposals, Langevin dynamics, replica mixing")
     parser.add_argument("--output", default="alanine_dipeptide_output")

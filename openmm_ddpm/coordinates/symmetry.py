@@ -60,8 +60,29 @@ def energy_invariant_groups(system, positions_nm, groups, tolerance_kj_per_mol=1
 
     Checked at two perturbed copies of ``positions_nm`` (nm), displaced by a
     fixed irregular pattern of up to 5 pm (no random numbers: the same
-    groups on every call).
+    groups on every call). The answer is kept per System and arguments, so
+    the check's OpenMM Context is made once: the samplers ask for it before
+    the first MD step (``OnlineLearner.prepare``), because on the Reference
+    platform a Context made mid-run changes the random stream of the
+    Langevin dynamics from then on (measured: a seeded alanine dipeptide run
+    parted from its repeat at the first training round; with the check done
+    before the dynamics, it repeats).
     """
+    key = (np.asarray(positions_nm, dtype=float).tobytes(), tuple(groups), tolerance_kj_per_mol)
+    cached = _INVARIANT_GROUPS.get(id(system))
+    if cached is not None and cached[0] is system and key in cached[1]:
+        return list(cached[1][key])
+    kept = _check_energy_invariance(system, positions_nm, groups, tolerance_kj_per_mol)
+    if cached is None or cached[0] is not system:
+        cached = _INVARIANT_GROUPS[id(system)] = (system, {})
+    cached[1][key] = tuple(kept)
+    return kept
+
+
+_INVARIANT_GROUPS = {}  # id(system) -> (system, {arguments: groups}); see energy_invariant_groups
+
+
+def _check_energy_invariance(system, positions_nm, groups, tolerance_kj_per_mol):
     import openmm
     from openmm import unit
 

@@ -27,10 +27,11 @@ class StreamingLangevinMove(mcmc.LangevinDynamicsMove):
         every Context the move creates starts the same stream: the move
         alone, from the same state, repeats its trajectory. The samplers
         set it from the run's seed (``openmm_ddpm.seeding``); a whole run
-        then repeats exactly on the CPU platform with one thread
-        (tests/test_seeding.py); with several threads, or on a GPU, the
-        order of floating-point sums may differ between runs, and a
-        chaotic trajectory parts after a while. None (default): OpenMM
+        then repeats exactly on the Reference platform, and on the CPU
+        platform with one thread (tests/test_seeding.py); with several
+        threads, or on a GPU, the order of floating-point sums may differ
+        between runs, and a chaotic trajectory parts after a while. None
+        (default): OpenMM
         picks a fresh seed for each Context.
     **kwargs
         As ``openmmtools.mcmc.LangevinDynamicsMove``.

@@ -63,6 +63,11 @@ class OnlineLearner:
         self._proposal_model = None
         self.relabel_rng = numpy_generator(settings.seed, "relabel")
 
+    def prepare(self):
+        """Do now what the first model build needs of OpenMM (the rotor symmetry check), before any dynamics."""
+        if self.settings.representation.resolved_kind(self.system) == "internal":
+            self._coordinates()
+
     # --- learning -----------------------------------------------------------------
 
     def train(self, progress=None):

@@ -192,6 +192,8 @@ class DDPMSamplerMixin:
 
     def _propagate_replicas(self):
         """openmmtools' propagation, then the streamed frames to rank 0: learn, propose, broadcast."""
+        if self._learner is None:
+            mpiplus.run_single_node(0, self._start_learner, broadcast_result=False)
         super()._propagate_replicas()
         # mpiplus.distribute gives replica i to the same rank as in the propagation (round robin),
         # so each rank hands over the frames of the replicas it propagated
@@ -222,10 +224,15 @@ class DDPMSamplerMixin:
         frozen = self._freeze_after is not None and self._iteration > self._freeze_after
         return PHASE_PRODUCTION if frozen else PHASE_ADAPTIVE
 
+    def _start_learner(self):
+        """Rank 0: the learning state, prepared before the first MD step (``OnlineLearner.prepare``)."""
+        self._learner = self._new_learner()
+        self._learner.prepare()
+
     def _learn_and_propose(self, frames):
         """Rank 0: stream, train, propose, checkpoint. Returns {replica_id: new positions}."""
         if self._learner is None:
-            self._learner = self._new_learner()
+            self._start_learner()
         learner, phase = self._learner, self._phase()
         for replica_id, replica_frames in frames.items():
             learner.buffer.add(replica_frames, self._state_of(replica_id).temperature.value_in_unit(unit.kelvin))
@@ -344,6 +351,7 @@ class DDPMSamplerMixin:
             logger.warning("no intact DDPM checkpoint found: the model starts from scratch")
             return
         self._learner = self._new_learner()
+        self._learner.prepare()
         self._learner.load_state_dict(state)
         self._learner.restored_from_iteration = iteration
         logger.info(f"restored the DDPM learning state of iteration {iteration}")
