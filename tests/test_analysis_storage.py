@@ -234,7 +234,7 @@ def test_storage_readers_agree_with_openmm(tmp_path, double_well):
     kelvin = np.array([300.0, 450.0, 700.0])
     np.testing.assert_allclose(u * kelvin[None, None, :], (u[:, :, 0] * 300.0)[:, :, None] * np.ones(3), rtol=1e-10)
     acceptance = neighbour_swap_acceptance(storage)
-    assert acceptance.shape == (2,) and np.all((0.0 <= acceptance) & (acceptance <= 1.0))
+    assert acceptance.shape == (2,) and np.all(acceptance > 0.0)  # neighbours exchange (a ladder that never swaps reads 0)
 
     plot_free_energy_surfaces(np.random.default_rng(0).uniform(-np.pi, np.pi, (200, 3)),
                               np.random.default_rng(1).uniform(-np.pi, np.pi, (200, 3)), kelvin, str(tmp_path / "fes.png"))

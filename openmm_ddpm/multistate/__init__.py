@@ -3,7 +3,8 @@
 ``samplers`` holds the drop-in ``DDPMParallelTemperingSampler`` and
 ``DDPMReplicaExchangeSampler``, the only code that knows every part;
 ``learner`` the online learning state (buffer -> trainer -> frozen model);
-``buffer`` the replay buffer; ``checkpoints`` the atomic, hashed,
+``buffer`` the replay buffer; ``contexts`` where energies are evaluated;
+``checkpoints`` the atomic, hashed,
 weights-only checkpoints; ``storage`` reading a run's openmmtools storage
 per state; ``runs`` loading, exporting and refining a finished run's
 model. May import every library subpackage; never ``openmm_ddpm.app``.

@@ -33,7 +33,6 @@ import time
 
 import mpiplus
 import numpy as np
-import openmm
 from openmm import unit
 from openmmtools import cache, states
 from openmmtools.multistate import ParallelTemperingSampler, ReplicaExchangeSampler
@@ -41,6 +40,7 @@ from openmmtools.multistate import ParallelTemperingSampler, ReplicaExchangeSamp
 from openmm_ddpm._version import __version__
 from openmm_ddpm.moves.proposal import check_system_supported
 from openmm_ddpm.moves.streaming import StreamingLangevinMove
+from openmm_ddpm.multistate.contexts import EnergyContextCache
 from openmm_ddpm.multistate.checkpoints import (
     checkpoint_path,
     newest_intact_checkpoint,
@@ -57,32 +57,6 @@ logger = logging.getLogger(__name__)
 PHASE_ADAPTIVE, PHASE_PRODUCTION = 0, 1
 CHECKPOINTS_KEPT = 3
 PROGRESS_INTERVAL = 25  # iterations between progress lines at INFO (DEBUG in between)
-
-
-class EnergyContextCache(cache.ContextCache):
-    """openmmtools' ContextCache for energies only, whose default integrator draws no random numbers.
-
-    openmmtools evaluates energies in Contexts made with a default
-    ``GeodesicBAOABIntegrator`` of random seed 0, and on the Reference
-    platform creating such a Context reseeds the one random stream every
-    Langevin integrator of the process draws from, at random: a seeded run
-    then parts from its repeat. A ``VerletIntegrator`` draws nothing. The
-    platform is that of openmmtools' global context cache when the first
-    Context is made, so setting ``cache.global_context_cache.platform``
-    before running keeps working.
-    """
-
-    _cached_default_integrator_id = None  # the parent caches its own default's id on the class
-
-    @staticmethod
-    def _get_default_integrator(temperature):
-        return openmm.VerletIntegrator(1.0 * unit.femtosecond)
-
-    def get_context(self, thermodynamic_state, integrator=None):
-        if len(self) == 0:
-            self._platform = cache.global_context_cache.platform
-            self._platform_properties = cache.global_context_cache._platform_properties
-        return super().get_context(thermodynamic_state, integrator)
 
 
 class DDPMSamplerMixin:
