@@ -11,7 +11,7 @@ from openmmtools import mcmc, states
 
 from openmm_ddpm.analysis import batch_means_standard_error
 from openmm_ddpm.moves import GenerativeProposal
-from openmm_ddpm.moves.proposal import effective_sample_size, multiple_try_select
+from openmm_ddpm.moves.proposal import effective_sample_size, multiple_try_select, transition_probabilities
 
 TEMPERATURE = 300.0 * unit.kelvin
 
@@ -270,3 +270,69 @@ def test_a_model_without_the_optional_arguments_is_used_exactly(double_well, ref
     exact = double_well.exact_populations(TEMPERATURE).left
     assert abs(estimate - exact) < 4 * error and error < 0.02, (estimate, error, exact)
     assert proposal.statistics.n_accepted > 200
+
+
+def test_transition_probabilities_are_those_of_the_move():
+    """The probabilities of each point becoming the next state: the selection-acceptance formula, summing to 1,
+    and the frequencies multiple_try_select draws (4 sigma over 40,000 moves)."""
+    w = np.array([0.3, 0.2, 0.0, 0.1])
+    log_weights = np.log(np.where(w > 0, w, 1.0)) - 3.0
+    log_weights[2] = -np.inf
+    total = w[1:].sum()
+    expected = np.array([0.0] + [w[j] / total * mtm_accept(total, w[j], w[0]) if w[j] else 0.0 for j in (1, 2, 3)])
+    expected[0] = 1.0 - expected.sum()
+    probabilities = transition_probabilities(log_weights)
+    np.testing.assert_allclose(probabilities, expected, rtol=1e-12, atol=1e-15)
+    rng, n = np.random.default_rng(5), 40000
+    counts = np.bincount([multiple_try_select(log_weights, rng) for _ in range(n)], minlength=4)
+    assert np.all(np.abs(counts - probabilities * n) < 4 * np.sqrt(probabilities * n + 1)), (counts, probabilities * n)
+    assert transition_probabilities([0.0, -np.inf, -np.inf]).tolist() == [1.0, 0.0, 0.0]
+    assert transition_probabilities([-900.0, 0.0]).tolist() == [0.0, 1.0]
+    far = transition_probabilities([0.0, -900.0, -950.0])
+    assert np.all(np.isfinite(far)) and far.sum() == pytest.approx(1.0) and far[0] == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("n_candidates", [1, 3])
+def test_recycling_every_candidate_keeps_the_expectation_exact(n_candidates):
+    """Enumerated on 4 states: averaging sum_i P_i f(z_i) over a stationary chain gives E_pi[f] for every f,
+    since the P_i are the move's own transition law; recycling with uniform weights over the K + 1 points
+    (the negative control) does not."""
+    pi, q = np.array([0.5, 0.3, 0.15, 0.05]), np.array([0.1, 0.2, 0.3, 0.4])
+    log_w = np.log(pi / q)
+    recycled, uniform = np.zeros((4, 4)), np.zeros((4, 4))
+    for x in range(4):
+        for candidates in itertools.product(range(4), repeat=n_candidates):
+            p_candidates = np.prod(q[list(candidates)])
+            points = [x, *candidates]
+            probabilities = transition_probabilities(log_w[points])
+            for point, p in zip(points, probabilities):
+                recycled[x, point] += p_candidates * p
+                uniform[x, point] += p_candidates / len(points)
+    np.testing.assert_allclose(pi @ recycled, pi, atol=1e-12)
+    assert np.abs(pi @ uniform - pi).max() > 0.05
+
+
+def test_recycled_estimate_is_exact_on_the_double_well_and_beats_the_accepted_states(double_well, reference_context_cache):
+    """(a)'s chain with K = 8: the recycled P(left) agrees with the exact value (4 sigma, batch means over 2000
+    moves) with a smaller error than the accepted states' (measured 0.0036 vs 0.0066 for seed 21: 3.3x fewer
+    moves for the same error); uniform weights
+    over the K + 1 points, the negative control, are off by more than 4 sigma."""
+    proposal = GenerativeProposal(mixture_for(double_well), n_candidates=8, random_state=21)
+    move = langevin_then(proposal)
+    thermodynamic_state = states.ThermodynamicState(double_well.system, TEMPERATURE)
+    sampler_state = states.SamplerState(double_well.minimum_positions(0))
+    accepted, recycled, uniform = [], [], []
+    for _ in range(2000):
+        move.apply(thermodynamic_state, sampler_state, reference_context_cache)
+        outcome = proposal.last_outcome
+        left = (double_well.well_index(outcome.configurations) == 0).astype(float)
+        accepted.append(float(double_well.well_index(sampler_state.positions.value_in_unit(unit.nanometer))[0] == 0))
+        recycled.append(outcome.recycled(left))
+        uniform.append(left.mean())
+    exact = double_well.exact_populations(TEMPERATURE).left
+    estimates = {name: (np.mean(series), batch_means_standard_error(series))
+                 for name, series in (("accepted", accepted), ("recycled", recycled), ("uniform", uniform))}
+    assert abs(estimates["recycled"][0] - exact) < 4 * estimates["recycled"][1], estimates
+    assert abs(estimates["accepted"][0] - exact) < 4 * estimates["accepted"][1], estimates
+    assert estimates["recycled"][1] < estimates["accepted"][1], estimates
+    assert abs(estimates["uniform"][0] - exact) > 4 * estimates["uniform"][1], estimates

@@ -16,6 +16,7 @@ from openmm import unit
 
 from openmm_ddpm.analysis import (
     backbone_dihedrals,
+    batch_means_standard_error,
     basin_free_energy_difference_kt,
     expected_mh_acceptance,
     generate_at_temperature,
@@ -130,6 +131,25 @@ def generation_at(model, molecule, temperature_kelvin, n_samples, seed, storage,
                 "ess", "model_weight_fraction", "n_model", "run_samples", "run_outside_support", "thinning")}}}
 
 
+def recycled_estimates(counts):
+    """P(phi > 0) at 300 K over the production moves: from the states after each move, and waste-recycled.
+
+    Both estimate the same expectation; the recycled one averages over every
+    candidate with its probability of becoming the next state. Errors by
+    batch means (10 batches).
+    """
+    if counts is None:
+        return None
+    by_name = {name: np.asarray(counts.pop(f"phi_positive_{name}"), dtype=float) for name in ("after", "recycled")}
+    if len(by_name["after"]) < 20:
+        return None
+    result = {}
+    for name, series in by_name.items():
+        result[f"p_{name}"] = float(series.mean())
+        result[f"p_{name}_error"] = batch_means_standard_error(series, n_batches=10)
+    return result
+
+
 def reference_values(solvent, unsimulated_kelvin):
     """The cached plain-PT reference at 300 K and at the unsimulated temperature, if it exists."""
     path = REFERENCE.format(solvent)
@@ -164,6 +184,10 @@ def print_report(summary):
     print(f"  expected MH acceptance from held-out frames and model samples "
           f"{summary['proposals']['expected_mh_acceptance_from_held_out_frames']:.3f}")
     print(f"  mean log w gap (train - held out) {summary['log_w_gap']:.2f} nats")
+    recycled = summary.get("recycled_p_phi_positive_300K")
+    if recycled is not None:
+        print(f"  P(phi > 0) over the moves: states after them {recycled['p_after']:.4f} +- {recycled['p_after_error']:.4f}, "
+              f"waste-recycled over every candidate {recycled['p_recycled']:.4f} +- {recycled['p_recycled_error']:.4f}")
     print(f"  dF own samples {state0['df_kT']:.2f} +- {state0['df_error_kT']:.2f} kT "
           f"({state0['samples_in_phi_positive']} samples with phi > 0); "
           f"MBAR {state0['df_mbar_kT']:.2f} +- {state0['df_mbar_error_kT']:.2f} kT")
@@ -211,7 +235,7 @@ def analyze(storage, molecule, args, argv, learned, counts, wall):
         "iterations": args.iterations, "freeze_after": args.freeze_after, "n_candidates": args.n_candidates,
         "md_steps_per_iteration": args.md_steps, "platform": args.platform, "frames_streamed": int(learner.buffer.n_added),
         "training_steps": int(learner.trainer.n_steps_done), "wall_seconds": wall,
-        "proposals": proposals, "basin_change_counts": counts,
+        "proposals": proposals, "recycled_p_phi_positive_300K": recycled_estimates(counts), "basin_change_counts": counts,
         "basin_changes_per_proposal": float("nan") if counts is None else counts["basin_changes"] / max(counts["proposals"], 1),
         "log_w_gap": gap, "mean_log_w_300K": means,
         "generation": generation_at(model, molecule, args.unsimulated_temperature, args.generated_samples, args.seed,

@@ -99,8 +99,12 @@ def make_sampler(args):
 
 
 def run_and_count_basin_changes(sampler, topology, n_iterations, freeze_after):
-    """Run iteration by iteration; count accepted production moves at 300 K that change the phi basin."""
-    counts = {"proposals": 0, "accepted": 0, "basin_changes": 0}
+    """Run iteration by iteration; count accepted production moves at 300 K that change the phi basin.
+
+    Also keeps, per production move at 300 K, phi > 0 of the state after it
+    and its waste-recycled value over all K + 1 points (``MoveOutcome.recycled``).
+    """
+    counts = {"proposals": 0, "accepted": 0, "basin_changes": 0, "phi_positive_after": [], "phi_positive_recycled": []}
     start = time.perf_counter()
     while sampler.iteration < n_iterations:
         sampler.run(1)
@@ -112,9 +116,12 @@ def run_and_count_basin_changes(sampler, topology, n_iterations, freeze_after):
         counts["accepted"] += int(accepted)
         phi_before, phi_after = phi_of(np.stack([before, after]), topology)
         counts["basin_changes"] += int(accepted and (phi_before > 0) != (phi_after > 0))
+        outcome = sampler.last_proposal_outcomes[0]
+        counts["phi_positive_after"].append(float(phi_after > 0))
+        counts["phi_positive_recycled"].append(outcome.recycled(phi_of(outcome.configurations, topology) > 0))
         if sampler.iteration % 25 == 0:
             print(f"iteration {sampler.iteration}/{n_iterations}, {time.perf_counter() - start:.0f} s, "
-                  f"production moves at 300 K: {counts}", flush=True)
+                  f"production moves at 300 K: {({k: v for k, v in counts.items() if not isinstance(v, list)})}", flush=True)
     return counts
 
 

@@ -73,7 +73,7 @@ class ProposalStatistics:
 
 @dataclass(frozen=True)
 class MoveOutcome:
-    """What one move did.
+    """What one move did, and what it could have done.
 
     Attributes
     ----------
@@ -82,11 +82,33 @@ class MoveOutcome:
     log_weights : numpy.ndarray, (K + 1,)
         log w of current state (first) and candidates; -inf for weight 0.
     ess_fraction : float
+    configurations : numpy.ndarray, (K + 1, N, 3), nm
+        The current state (first, after relabelling) and the candidates.
+    transition_probabilities : numpy.ndarray, (K + 1,)
+        P(next state = point i | current state, candidates)
+        (``transition_probabilities``); they sum to 1.
     """
 
     chosen: int
     log_weights: np.ndarray
     ess_fraction: float
+    configurations: np.ndarray = None
+    transition_probabilities: np.ndarray = None
+
+    def recycled(self, values):
+        """E[f(next state) | current state, candidates] = sum_i P_i f(z_i), from f of ``configurations``.
+
+        Averaged over the moves of a chain in place of f of the accepted
+        states, it estimates the same expectation (the two averages differ by
+        a martingale: waste recycling, Frenkel 2004; Delmas & Jourdain 2009)
+        with a variance no larger per move, and it uses every candidate.
+
+        Parameters
+        ----------
+        values : array_like, (K + 1,)
+            The observable at each of ``configurations``.
+        """
+        return float(np.dot(self.transition_probabilities, np.asarray(values, dtype=float)))
 
 
 def effective_sample_size(log_weights):
@@ -131,6 +153,45 @@ def multiple_try_select(log_weights, rng):
         log_total = top + np.log(w.sum())
         log_reverse_total = np.logaddexp(top + np.log(np.delete(w, j).sum()), log_weights[0])
     return j + 1 if np.log(rng.random()) < log_total - log_reverse_total else 0
+
+
+def transition_probabilities(log_weights):
+    """Probability that each of the K + 1 points becomes the next state of a multiple-try move.
+
+    Candidate j (entry j + 1) is selected with probability p_j = w_j / S and
+    accepted with probability a_j = min(1, S / (S - w_j + w_0)), S the
+    candidates' total weight (``multiple_try_select``); it becomes the next
+    state with probability p_j a_j, and the current state (entry 0) stays
+    with the rest, 1 - sum_j p_j a_j.
+
+    Parameters
+    ----------
+    log_weights : array_like, (K + 1,)
+        As ``multiple_try_select``.
+
+    Returns
+    -------
+    numpy.ndarray, (K + 1,)
+    """
+    log_weights = np.asarray(log_weights, dtype=float)
+    if not np.isfinite(log_weights[0]):
+        raise ValueError("the current state's log-weight must be finite")
+    probabilities = np.zeros(len(log_weights))
+    candidates = log_weights[1:]
+    valid = np.isfinite(candidates)
+    if not valid.any():
+        probabilities[0] = 1.0
+        return probabilities
+    top = candidates[valid].max()
+    w = np.where(valid, np.exp(np.where(valid, candidates, top) - top), 0.0)
+    total = w.sum()
+    others = np.array([np.delete(w, j).sum() for j in range(len(w))])  # S - w_j, summed, not subtracted
+    with np.errstate(over="ignore", divide="ignore"):  # w_0 = inf: acceptance 0; w_0 = 0 and one candidate: 1
+        w0 = np.exp(log_weights[0] - top)
+        acceptance = np.minimum(1.0, total / (others + w0))
+    probabilities[1:] = w / total * acceptance
+    probabilities[0] = max(0.0, 1.0 - probabilities[1:].sum())
+    return probabilities
 
 
 def check_system_supported(system):
@@ -200,7 +261,7 @@ class GenerativeProposal(mcmc.MCMCMove):
         self.statistics.n_candidates += self.n_candidates
         if not np.isfinite(log_q_current):
             self.statistics.n_current_outside_support += 1
-            self.last_outcome = MoveOutcome(0, np.array([np.nan]), float("nan"))
+            self.last_outcome = MoveOutcome(0, np.array([np.nan]), float("nan"), current[None], np.array([1.0]))
             return
         configurations = np.concatenate([current[None], np.asarray(candidates, dtype=np.float64)])
         reduced = reduced_potentials(thermodynamic_state, sampler_state, configurations, context_cache)
@@ -215,7 +276,8 @@ class GenerativeProposal(mcmc.MCMCMove):
         if chosen > 0:
             self.statistics.n_accepted += 1
             sampler_state.positions = unit.Quantity(configurations[chosen], unit.nanometer)
-        self.last_outcome = MoveOutcome(chosen, log_weights, ess_fraction)
+        self.last_outcome = MoveOutcome(chosen, log_weights, ess_fraction, configurations,
+                                        transition_probabilities(log_weights))
 
     def reset_statistics(self):
         """Zero the counters."""

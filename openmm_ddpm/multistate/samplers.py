@@ -112,6 +112,7 @@ class DDPMSamplerMixin:
         self._ddpm_iteration_statistics = None
         self.last_proposal_updates = {}
         self.last_proposal_moves = {}  # rank 0: {state index: (before nm, after nm, accepted)} of this iteration
+        self.last_proposal_outcomes = {}  # rank 0: {state index: MoveOutcome} of this iteration (waste recycling)
 
     # --- options: settings dataclasses are stored as plain dicts --------------------------
 
@@ -261,7 +262,7 @@ class DDPMSamplerMixin:
     def _propose_if_due(self):
         learner, settings = self._learner, self._proposals
         counts = dict(ddpm_n_candidates=0, ddpm_n_accepted=0, ddpm_n_invalid=0, ddpm_ess_fraction=float("nan"))
-        self.last_proposal_moves = {}
+        self.last_proposal_moves, self.last_proposal_outcomes = {}, {}
         if self._iteration % settings.propose_interval != 0 or not learner.ready_to_propose:
             return {}, counts
         updates, ess = {}, []
@@ -277,6 +278,7 @@ class DDPMSamplerMixin:
             counts["ddpm_n_accepted"] += int(outcome.chosen > 0)
             after = sampler_state.positions.value_in_unit(unit.nanometer)
             self.last_proposal_moves[state_index] = (before, np.array(after), outcome.chosen > 0)
+            self.last_proposal_outcomes[state_index] = outcome
             # broadcast any change, an accepted candidate or a relabelling of symmetric atoms
             if not np.array_equal(after, before):
                 updates[replica_id] = sampler_state.positions
