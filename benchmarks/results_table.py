@@ -21,6 +21,8 @@ KINDS = {  # file name prefix -> what the benchmark measures
     "alanine_dipeptide_reweighting_seeds": "reweighting at 381.7 K over seeds",
     "alanine_dipeptide_vacuum_refined_after_run": "a finished run's model refined on its buffer",
     "alanine_dipeptide_burn_in": "short runs at 1000 K: plain PT over seeds against the augmented chain",
+    "time_split": "where an augmented run's time goes (py-spy profile)",
+    "exact_density_rate": "exact model densities per second: encoding vs forward scoring",
 }
 
 
