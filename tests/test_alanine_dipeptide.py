@@ -67,7 +67,9 @@ def test_short_augmented_run_on_alanine_dipeptide(tmp_path):
     # is floored at that SD: the check asks the streamed frames to be those of a short PT run, not more.
     hot_streamed_error = max(hot_streamed["p_error"], SHORT_RUN_SD_1000K)
     assert abs(hot_streamed["p"] - hot_reference) < 4 * np.hypot(hot_streamed_error, hot_reference_error)
-    assert streamed[0]["p"] < hot_streamed["p"]
+    # (no check that 300 K holds fewer phi > 0 frames than 1000 K: in 240 ps one replica that crossed hot and was
+    # swapped down can stay in alpha_L at 300 K; seed 4 streamed 0.11 +- 0.09 at 300 K, 1.1 sigma from the
+    # reference 0.0095, above its 1000 K value, so the ordering failed 1 seed in 5 without anything being wrong)
     # and the 120 production samples in storage, one per iteration. With a handful of samples in the basin the
     # statistical inefficiency cannot see the correlation (one sample in the basin gives g = 1 and an error
     # of p itself), so each error is at least the independent-sample (binomial) error at the larger of the
