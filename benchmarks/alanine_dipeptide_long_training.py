@@ -50,7 +50,7 @@ import torch
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
-from provenance import write_result  # noqa: E402  (benchmarks/, the script's directory)
+from provenance import command_line, write_result  # noqa: E402  (benchmarks/, the script's directory)
 
 from openmm_ddpm import __version__  # noqa: E402
 from openmm_ddpm.model import (  # noqa: E402
@@ -185,7 +185,7 @@ def _topology(system):
 
 
 def _command(step):
-    return "python " + " ".join([os.path.relpath(__file__, os.path.dirname(HERE))] + sys.argv[1:])
+    return command_line(__file__)
 
 
 # --- train (torch only) ---------------------------------------------------------------

@@ -32,7 +32,7 @@ import torch
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
-from provenance import write_result  # noqa: E402  (benchmarks/, the script's directory)
+from provenance import command_line, write_result  # noqa: E402  (benchmarks/, the script's directory)
 
 from openmm_ddpm.moves.mixture import mixture_log_density  # noqa: E402
 
@@ -103,7 +103,7 @@ def main(argv=None):
             rows.append(_evaluate(members, args.temperatures, log_q_pool, u_pool, phi_pool, log_q_held, u_held, negative,
                                   expected_mh_acceptance))
             print(json.dumps(rows[-1]), flush=True)
-    result = {"command": "python " + " ".join([os.path.relpath(__file__, os.path.dirname(HERE))] + sys.argv[1:]),
+    result = {"command": command_line(__file__),
               "model": os.path.relpath(args.model, os.path.dirname(HERE)),
               "held_out_frames": int(len(held_out)), "held_out_phi_negative": int(negative.sum()),
               "pool": args.pool, "wall_s": round(time.perf_counter() - start, 1), "mixtures": rows}

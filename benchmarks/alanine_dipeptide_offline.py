@@ -36,7 +36,7 @@ import openmm
 import torch
 from openmm import unit
 from openmmtools import states
-from provenance import write_result  # noqa: E402  (benchmarks/, the script's directory)
+from provenance import command_line, write_result  # noqa: E402  (benchmarks/, the script's directory)
 
 from openmm_ddpm import __version__
 from openmm_ddpm.analysis import (
@@ -206,7 +206,7 @@ def main(argv=None):
             history.append(row)
             print(json.dumps(row), flush=True)
     result = {
-        "command": "python " + " ".join([os.path.relpath(__file__, os.path.dirname(HERE))] + list(sys.argv[1:] if argv is None else argv)),
+        "command": command_line(__file__, argv),
         "source_run_iteration": iteration,
         "source_run_command": source_run_command(args.from_run),
         "frames": {"train": len(train[0]), "held_out": len(held_out[0]),

@@ -20,7 +20,7 @@ import tempfile
 
 import openmm
 import torch
-from provenance import write_result  # noqa: E402  (benchmarks/, the script's directory)
+from provenance import command_line, write_result  # noqa: E402  (benchmarks/, the script's directory)
 
 from openmm_ddpm import __version__
 from openmm_ddpm.app import alanine_dipeptide as example
@@ -30,7 +30,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
-    command = "python " + " ".join([os.path.relpath(__file__, os.path.dirname(HERE))] + argv)
+    command = command_line(__file__, argv)
     tag = None
     if "--tag" in argv:
         at = argv.index("--tag")

@@ -17,7 +17,6 @@ import argparse
 import json
 import os
 import platform
-import sys
 import tempfile
 import time
 
@@ -25,7 +24,7 @@ import numpy as np
 import openmm
 from openmm import unit
 from openmmtools import cache, mcmc, multistate, states, testsystems
-from provenance import write_result  # noqa: E402  (benchmarks/, the script's directory)
+from provenance import command_line, write_result  # noqa: E402  (benchmarks/, the script's directory)
 
 from openmm_ddpm import __version__
 from openmm_ddpm.analysis import basin_free_energy_difference_kt
@@ -104,7 +103,7 @@ def main(argv=None):
     per_state = [basin_free_energy_difference_kt(phi[:, k] > 0) for k in range(phi.shape[1])]
     p, p_error, df, df_error = per_state[0]
     result = {
-        "command": "python " + " ".join([os.path.relpath(__file__, os.path.dirname(HERE))] + (argv or sys.argv[1:])),
+        "command": command_line(__file__, argv or None),
         "package_version": __version__, "openmm": openmm.__version__,
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, OpenMM {platform_name} platform",
         "system": f"AlanineDipeptide{args.solvent.capitalize()}(constraints=None)",

@@ -18,14 +18,13 @@ import argparse
 import dataclasses
 import json
 import os
-import sys
 import time
 
 import numpy as np
 import torch
 from openmm import unit
 from openmmtools import testsystems
-from provenance import write_result  # noqa: E402  (benchmarks/, the script's directory)
+from provenance import command_line, write_result  # noqa: E402  (benchmarks/, the script's directory)
 
 from openmm_ddpm.analysis import (
     backbone_dihedrals,
@@ -91,8 +90,7 @@ def main(argv=None):
                                          args.run, args.first_iteration))
         rows.append(row)
         print(json.dumps(rows[-1]), flush=True)
-    result = {"command": "python " + " ".join([os.path.relpath(__file__, os.path.dirname(HERE))]
-                                              + (argv if argv is not None else sys.argv[1:])),
+    result = {"command": command_line(__file__, argv),
               "rows": rows}
     output = os.path.join(HERE, "results", f"alanine_dipeptide_reweighting_seeds_{args.tag}.json")
     write_result(output, result)
