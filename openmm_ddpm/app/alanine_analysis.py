@@ -131,6 +131,11 @@ def generation_at(model, molecule, temperature_kelvin, n_samples, seed, storage,
                 "ess", "model_weight_fraction", "n_model", "run_samples", "run_outside_support", "thinning")}}}
 
 
+def scalar_counts(counts):
+    """The move counts without the per-move series (for printing and the summary)."""
+    return {key: value for key, value in counts.items() if not isinstance(value, list)}
+
+
 def recycled_estimates(counts):
     """P(phi > 0) at 300 K over the production moves: from the states after each move, and waste-recycled.
 
@@ -140,7 +145,7 @@ def recycled_estimates(counts):
     """
     if counts is None:
         return None
-    by_name = {name: np.asarray(counts.pop(f"phi_positive_{name}"), dtype=float) for name in ("after", "recycled")}
+    by_name = {name: np.asarray(counts[f"phi_positive_{name}"], dtype=float) for name in ("after", "recycled")}
     if len(by_name["after"]) < 20:
         return None
     result = {}
@@ -235,7 +240,8 @@ def analyze(storage, molecule, args, argv, learned, counts, wall):
         "iterations": args.iterations, "freeze_after": args.freeze_after, "n_candidates": args.n_candidates,
         "md_steps_per_iteration": args.md_steps, "platform": args.platform, "frames_streamed": int(learner.buffer.n_added),
         "training_steps": int(learner.trainer.n_steps_done), "wall_seconds": wall,
-        "proposals": proposals, "recycled_p_phi_positive_300K": recycled_estimates(counts), "basin_change_counts": counts,
+        "proposals": proposals, "recycled_p_phi_positive_300K": recycled_estimates(counts),
+        "basin_change_counts": None if counts is None else scalar_counts(counts),
         "basin_changes_per_proposal": float("nan") if counts is None else counts["basin_changes"] / max(counts["proposals"], 1),
         "log_w_gap": gap, "mean_log_w_300K": means,
         "generation": generation_at(model, molecule, args.unsimulated_temperature, args.generated_samples, args.seed,

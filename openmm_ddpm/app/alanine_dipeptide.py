@@ -52,19 +52,12 @@ import logging
 import os
 import time
 
-import numpy as np
 import openmm
 import torch
 from openmm import unit
 from openmmtools import cache, multistate, states, testsystems
 
-from openmm_ddpm.app.alanine_analysis import (
-    REFERENCE,
-    TEMPERATURES,
-    analyze,
-    finish,
-    phi_of,
-)
+from openmm_ddpm.app.alanine_analysis import REFERENCE, TEMPERATURES, analyze, finish, phi_of, scalar_counts
 from openmm_ddpm.multistate import (
     DDPMParallelTemperingSampler,
     export_proposal_model,
@@ -108,20 +101,20 @@ def run_and_count_basin_changes(sampler, topology, n_iterations, freeze_after):
     start = time.perf_counter()
     while sampler.iteration < n_iterations:
         sampler.run(1)
-        move = sampler.last_proposal_moves.get(0)
-        if move is None or sampler.iteration <= freeze_after:
+        outcome = sampler.last_proposal_outcomes.get(0)
+        if outcome is None or sampler.iteration <= freeze_after:
             continue
-        before, after, accepted = move
+        # the current state (relabelled: hydrogens only, phi unchanged) and the candidates; the next state is the chosen one
+        positive = phi_of(outcome.configurations, topology) > 0
+        accepted = outcome.chosen > 0
         counts["proposals"] += 1
         counts["accepted"] += int(accepted)
-        phi_before, phi_after = phi_of(np.stack([before, after]), topology)
-        counts["basin_changes"] += int(accepted and (phi_before > 0) != (phi_after > 0))
-        outcome = sampler.last_proposal_outcomes[0]
-        counts["phi_positive_after"].append(float(phi_after > 0))
-        counts["phi_positive_recycled"].append(outcome.recycled(phi_of(outcome.configurations, topology) > 0))
+        counts["basin_changes"] += int(accepted and positive[0] != positive[outcome.chosen])
+        counts["phi_positive_after"].append(float(positive[outcome.chosen]))
+        counts["phi_positive_recycled"].append(outcome.recycled(positive))
         if sampler.iteration % 25 == 0:
             print(f"iteration {sampler.iteration}/{n_iterations}, {time.perf_counter() - start:.0f} s, "
-                  f"production moves at 300 K: {({k: v for k, v in counts.items() if not isinstance(v, list)})}", flush=True)
+                  f"production moves at 300 K: {scalar_counts(counts)}", flush=True)
     return counts
 
 

@@ -205,9 +205,10 @@ class DDPMSamplerMixin:
         self._learner.prepare()
 
     def _learn_and_propose(self, frames):
-        """Rank 0: stream, train, propose, checkpoint. Returns {replica_id: new positions}."""
-        if self._learner is None:
-            self._start_learner()
+        """Rank 0: stream, train, propose, checkpoint (``_propagate_replicas`` started the learner).
+
+        Returns {replica_id: new positions}.
+        """
         learner, phase = self._learner, self._phase()
         for replica_id, replica_frames in frames.items():
             learner.buffer.add(replica_frames, self._state_of(replica_id).temperature.value_in_unit(unit.kelvin))
