@@ -52,6 +52,8 @@ def test_mbar_reweights_harmonic_oscillators_to_sampled_and_unsimulated_temperat
     assert np.all(deviations < 4.0), (result, exact)
     assert result.thinning >= 5  # g = (1 + 0.8) / (1 - 0.8) = 9 for x; the indicator's is similar
     assert np.all(np.array(result.error) < 0.02)
+    sampled_only = mbar_expectations(u, x > 1.0, temperatures)  # no target temperature: the sampled states alone
+    np.testing.assert_allclose(sampled_only.mean, result.mean[:3], rtol=1e-10)
 
 
 GRID = np.linspace(-3.0, 3.0, 200001)

@@ -63,19 +63,59 @@ def test_whole_map_log_det_matches_finite_differences():
     assert encoding.log_prob[0].item() == pytest.approx(expected, abs=1e-6)
 
 
-def test_step_jacobian_matches_autograd_reference():
+class OpaqueNetwork(torch.nn.Module):
+    """The same function as a ConditionedMLP, without ``forward_with_input_jacobian``: the reverse-mode route."""
+
+    def __init__(self, network):
+        super().__init__()
+        self.inner = network
+        self.n_features = network.n_features
+
+    def forward(self, x, c_noise, temperature_kelvin):
+        return self.inner(x, c_noise, temperature_kelvin)
+
+
+@pytest.mark.parametrize("route", ["forward mode (ConditionedMLP)", "reverse mode (any network)"])
+def test_step_jacobian_matches_autograd_reference(route):
     torch.manual_seed(4)
-    network = ConditionedMLP(4, width=16, depth=1).double()
+    network = ConditionedMLP(4, width=16, depth=2).double()
     for parameter in network.parameters():
         parameter.data.normal_(0.0, 0.5)
-    diffusion = EDMDiffusion(network)
+    diffusion = EDMDiffusion(network if route.startswith("forward") else OpaqueNetwork(network))
     x = torch.randn(3, 4, dtype=torch.float64)
     t = torch.tensor([300.0, 400.0, 500.0], dtype=torch.float64)
     value, jacobian = diffusion.step_with_jacobian(x, 2.0, 1.5, t)
     for i in range(3):
         reference = torch.autograd.functional.jacobian(lambda v: diffusion.heun_step(v[None], 2.0, 1.5, t[i : i + 1])[0], x[i])
         assert torch.allclose(jacobian[i], reference, atol=1e-12)
+        # negative control: the Heun step's cross term h^2/2 B A left out is far outside that tolerance
+        assert (jacobian[i] - reference).abs().max() < 1e-12 < 1e-3 < (_without_cross_term(diffusion, x[i], t[i]) - reference).abs().max()
     assert torch.allclose(value, diffusion.heun_step(x, 2.0, 1.5, t), atol=1e-14)
+
+
+def _without_cross_term(diffusion, x, t):
+    """I + h/2 (A + B): the Heun step's Jacobian with the B A term dropped (a wrong Jacobian)."""
+    velocity = lambda v, sigma: diffusion.velocity(v[None], sigma, t[None])[0]  # noqa: E731
+    a = torch.autograd.functional.jacobian(lambda v: velocity(v, 2.0), x)
+    b = torch.autograd.functional.jacobian(lambda v: velocity(v, 1.5), x + (1.5 - 2.0) * velocity(x, 2.0))
+    return torch.eye(len(x), dtype=x.dtype) + 0.5 * (1.5 - 2.0) * (a + b)
+
+
+def test_forward_mode_network_jacobian_matches_finite_differences():
+    """dF/dx of ConditionedMLP (forward mode through the residual blocks) against central differences."""
+    torch.manual_seed(7)
+    network = ConditionedMLP(5, width=12, depth=3).double()
+    for parameter in network.parameters():
+        parameter.data.normal_(0.0, 0.4)
+    x = torch.randn(2, 5, dtype=torch.float64)
+    c_noise, kelvin = torch.tensor([0.1, -0.3], dtype=torch.float64), torch.tensor([300.0, 700.0], dtype=torch.float64)
+    with torch.no_grad():
+        value, jacobian = network.forward_with_input_jacobian(x, c_noise, kelvin)
+        assert torch.allclose(value, network(x, c_noise, kelvin), atol=1e-14)
+        for i in range(2):
+            numeric = finite_difference_jacobian(lambda v: network(torch.as_tensor(v[None]), c_noise[i : i + 1],
+                                                                    kelvin[i : i + 1])[0].numpy(), x[i].numpy())
+            np.testing.assert_allclose(jacobian[i].numpy(), numeric, atol=1e-7)
 
 
 def test_non_finite_points_are_not_encodable():

@@ -99,7 +99,7 @@ def mbar_expectations(reduced_potentials, observable, temperatures_kelvin, targe
     # u_kn: every kept sample (state k, iteration i) at every sampled state, then at the target temperatures
     u_kn = u[kept].transpose(2, 1, 0).reshape(n_states, -1)  # [state l, (state k, iteration)]
     u_at_state0 = u_kn[0] * temperatures[0]
-    u_targets = np.array([u_at_state0 / t for t in targets]).reshape(len(targets), -1)
+    u_targets = np.array([u_at_state0 / t for t in targets]).reshape(len(targets), u_kn.shape[1])
     a_n = observable[kept].T.reshape(-1)
     mbar = pymbar.MBAR(u_kn, np.full(n_states, len(kept)))
     means, errors = zip(*(_mbar_expectation(mbar, a_n, u_new) for u_new in list(u_kn) + list(u_targets)))

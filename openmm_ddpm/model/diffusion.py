@@ -152,17 +152,46 @@ class EDMDiffusion:
         return x + 0.5 * h * (d1 + d2)
 
     def step_with_jacobian(self, x, sigma_from, sigma_to, temperature_kelvin):
-        """G_i(x) and its full D x D Jacobian, from one reverse-mode pass.
+        """G_i(x) and its full D x D Jacobian (exact, no estimator).
 
-        The batch is expanded D times; copy j back-propagates the j-th output
-        component, which gives row j of every sample's Jacobian (exact, no
-        estimator). One backward pass over n D rows was measured 2-5x faster
-        than forward-mode ``torch.func.jvp`` on CPU.
+        With a network that has ``forward_with_input_jacobian``
+        (``ConditionedMLP``), forward mode through the Heun step: with
+        A = dv/dx at (x, sigma_from), B = dv/dx at x' = x + h v(x) and
+        sigma_to, dG/dx = I + h/2 (A + B (I + h A)). Any other network: one
+        reverse-mode pass (``_step_with_jacobian_reverse``).
 
         Returns
         -------
         value : torch.Tensor, (n, D)
         jacobian : torch.Tensor, (n, D, D)
+        """
+        if not hasattr(self.network, "forward_with_input_jacobian"):
+            return self._step_with_jacobian_reverse(x, sigma_from, sigma_to, temperature_kelvin)
+        h = sigma_to - sigma_from
+        with torch.no_grad():
+            v_from, a = self._velocity_with_jacobian(x, sigma_from, temperature_kelvin)
+            v_to, b = self._velocity_with_jacobian(x + h * v_from, sigma_to, temperature_kelvin)
+        identity = torch.eye(x.shape[1], dtype=x.dtype, device=x.device)
+        return x + 0.5 * h * (v_from + v_to), identity + 0.5 * h * (a + b + h * (b @ a))
+
+    def _velocity_with_jacobian(self, x, sigma, temperature_kelvin):
+        """v = (x - D(x; sigma, T)) / sigma and dv/dx = ((1 - c_skip) I - c_out c_in dF/dx) / sigma (float sigma)."""
+        sd = self.settings.sigma_data
+        total = sigma**2 + sd**2
+        c_skip, c_out, c_in = sd**2 / total, sigma * sd / math.sqrt(total), 1.0 / math.sqrt(total)
+        c_noise = torch.full((x.shape[0],), math.log(sigma) / 4.0, dtype=x.dtype, device=x.device)
+        value, jacobian = self.network.forward_with_input_jacobian(c_in * x, c_noise, temperature_kelvin)
+        velocity = ((1.0 - c_skip) * x - c_out * value) / sigma
+        identity = torch.eye(x.shape[1], dtype=x.dtype, device=x.device)
+        return velocity, ((1.0 - c_skip) * identity - (c_out * c_in) * jacobian) / sigma
+
+    def _step_with_jacobian_reverse(self, x, sigma_from, sigma_to, temperature_kelvin):
+        """G_i(x) and its Jacobian from one reverse-mode pass, for any network.
+
+        The batch is expanded D times; copy j back-propagates the j-th output
+        component, which gives row j of every sample's Jacobian. One backward
+        pass over n D rows was measured 2-5x faster than forward-mode
+        ``torch.func.jvp`` on CPU.
         """
         n, d = x.shape
         selector = torch.eye(d, dtype=x.dtype, device=x.device).repeat(n, 1)
