@@ -1,0 +1,74 @@
+"""Importance sampling straight from a frozen model, at simulated and never-simulated temperatures.
+
+Draws ``--samples`` configurations of alanine dipeptide (vacuum) from an
+exported model at each temperature with their exact log q (accumulated
+along the flow map, ``generate_with_densities``), weighs them by
+exp(-u_T) / q, and reports per temperature: the ESS fraction (Kish), the
+reweighted P(phi > 0) and dF with the delta-method error (Owen 2013, eq.
+9.9), the fraction of draws outside the support, the seconds per sample
+(one thread), and the wall time the same error would take at 0.2 kT,
+extrapolated as t (error / 0.2)^2: the cost of a new temperature once the
+model is trained (issue 17, 'importance sampling directly from the frozen
+model'). The model comes from a finished run or from ``compare_remd.py``'s
+traces (``*_model.pt``). Result: benchmarks/results/model_importance_sampling_<tag>.json.
+
+python benchmarks/model_importance_sampling.py --model MODEL.pt --tag NAME [--temperatures 300 350] [--samples 2048]
+"""
+import argparse
+import os
+import time
+
+import numpy as np
+import torch
+from openmm import unit
+from openmmtools import testsystems
+from provenance import write_result  # noqa: E402  (benchmarks/, the script's directory)
+
+from openmm_ddpm import load_exported_model
+from openmm_ddpm.analysis import generate_with_densities, population_free_energy_kt, reweighted_expectation
+from remd_traces import phi_positive
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def importance_sample(model, system, reference_positions, kelvin, n_samples, seed):
+    """One temperature: reweighted P(phi > 0), dF, ESS and the time it took."""
+    start = time.perf_counter()
+    positions, reduced, log_q = generate_with_densities(model, system, kelvin * unit.kelvin, n_samples,
+                                                        reference_positions, seed=seed)
+    seconds = time.perf_counter() - start
+    log_weights = -reduced - log_q
+    finite = np.isfinite(log_weights)
+    estimate = reweighted_expectation(np.where(finite, log_weights, -np.inf), phi_positive(positions))
+    df, df_error = population_free_energy_kt(estimate.mean, estimate.error)
+    return {"temperature_kelvin": kelvin, "samples": n_samples, "seconds": seconds, "samples_per_second": n_samples / seconds,
+            "ess": estimate.ess, "ess_fraction": estimate.ess / n_samples, "outside_support_fraction": float(1 - finite.mean()),
+            "p_phi_positive": estimate.mean, "p_error": estimate.error, "df_kT": df, "df_error_kT": df_error,
+            "unweighted_p_phi_positive": float(phi_positive(positions[finite]).mean()) if finite.any() else None,
+            "seconds_to_0.2kT_extrapolated": seconds * (df_error / 0.2) ** 2 if np.isfinite(df_error) else None}
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", required=True, help="an exported alanine dipeptide vacuum model (.pt)")
+    parser.add_argument("--tag", required=True)
+    parser.add_argument("--temperatures", type=float, nargs="+", default=[300.0, 350.0], help="K")
+    parser.add_argument("--samples", type=int, default=2048)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    system = testsystems.AlanineDipeptideVacuum(constraints=None).system
+    model = load_exported_model(args.model, system)
+    reference_positions = torch.load(args.model, weights_only=True)["reference_positions"].numpy()
+    rows = []
+    for i, kelvin in enumerate(args.temperatures):
+        rows.append(importance_sample(model, system, reference_positions, kelvin, args.samples, args.seed + i))
+        print({key: rows[-1][key] for key in ("temperature_kelvin", "ess_fraction", "df_kT", "df_error_kT",
+                                              "samples_per_second", "seconds_to_0.2kT_extrapolated")}, flush=True)
+    write_result(os.path.join(HERE, "results", f"model_importance_sampling_{args.tag}.json"),
+                 {"model": os.path.basename(args.model), "network": model.diffusion.network.config(),
+                  "flow_steps": model.diffusion.settings.n_steps, "rows": rows}, __file__, argv)
+
+
+if __name__ == "__main__":
+    main()
