@@ -66,9 +66,14 @@ def rates(model, reference, n, seed, repeats):
     return {"batch": n, "draw_seconds": draw, **{f"{name}_seconds": value for name, value in best.items()},
             **{f"{name}_per_second": n / value for name, value in best.items()},
             "encode_speedup_forward_over_reverse_mode": best["encode_reverse"] / best["encode"],
-            "max_abs_log_q_difference_routes": float(np.abs(log_q[routes] - log_q_reverse[routes]).max()),
-            "max_abs_log_q_difference_forward_vs_encoded": float(np.abs(forward_log_q[both] - encoded_log_q[both]).max()),
+            "max_abs_log_q_difference_routes": largest_difference(log_q[routes], log_q_reverse[routes]),
+            "max_abs_log_q_difference_forward_vs_encoded": largest_difference(forward_log_q[both], encoded_log_q[both]),
             "points_compared": int(both.sum())}
+
+
+def largest_difference(a, b):
+    """max |a - b| (NaN when there is no point to compare: every draw outside the support)."""
+    return float(np.abs(a - b).max()) if len(a) else float("nan")
 
 
 def load_model(args):
