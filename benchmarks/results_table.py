@@ -23,6 +23,9 @@ KINDS = {  # file name prefix -> what the benchmark measures
     "alanine_dipeptide_burn_in": "short runs at 1000 K: plain PT over seeds against the augmented chain",
     "time_split": "where an augmented run's time goes (py-spy profile)",
     "exact_density_rate": "exact model densities per second: encoding vs forward scoring",
+    "compare_reference": "one long plain PT run by MBAR: the reference of compare_remd",
+    "compare_": "plain vs augmented PT on the same clock, one core each (compare_remd.py)",
+    "model_importance_sampling": "importance sampling straight from a frozen model",
 }
 
 
@@ -37,6 +40,12 @@ def headline(result):
     state0 = ((result.get("basins") or {}).get("per_state") or [{}])[0]
     if "df_mbar_kT" in state0:
         parts.append(f"dF(300 K) by MBAR {state0['df_mbar_kT']:.2f} +- {state0['df_mbar_error_kT']:.2f} kT")
+    if "efficiency_ratio" in result:
+        ratio = result["efficiency_ratio"]
+        parts.append("efficiency augmented / plain " + ("n/a" if ratio is None else f"{ratio:.2g}"))
+        parts.append(f"speedup to 0.2 kT {result['speedup_time_to_0.2kT']}")
+    if "df_kT" in result and "df_error_kT" in result:
+        parts.append(f"dF(300 K) {result['df_kT']:.2f} +- {result['df_error_kT']:.2f} kT")
     if "wall_seconds" in result and result["wall_seconds"] == result["wall_seconds"]:
         parts.append(f"{result['wall_seconds'] / 60:.0f} min")
     return "; ".join(parts)
