@@ -41,9 +41,19 @@ def headline(result):
     if "df_mbar_kT" in state0:
         parts.append(f"dF(300 K) by MBAR {state0['df_mbar_kT']:.2f} +- {state0['df_mbar_error_kT']:.2f} kT")
     if "efficiency_ratio" in result:
-        ratio = result["efficiency_ratio"]
-        parts.append("efficiency augmented / plain " + ("n/a" if ratio is None else f"{ratio:.2g}"))
-        parts.append(f"speedup to 0.2 kT {result['speedup_time_to_0.2kT']}")
+        ratios = [result["efficiency_ratio"], result["samplers"]["augmented_recycled"]["efficiency_ratio"]]
+        parts.append("efficiency augmented / plain: MBAR {}, recycled {}".format(
+            *("n/a" if r is None else f"{r:.2g}" for r in ratios)))
+        times = [s["time_to_0.2kT_s"] for s in result["samplers"].values()]
+        parts.append("time to 0.2 kT (plain, MBAR, recycled): " + ", ".join(
+            "not reached" if t is None else f"{t:.0f} s" for t in times))
+    rows = result.get("rows") or []
+    if rows and "encode_per_second" in rows[0]:
+        parts.append("exact densities/s by encoding: " + ", ".join(f"{r['encode_per_second']:.1f} (batch {r['batch']})"
+                                                                 for r in rows))
+    if rows and "ess_fraction" in rows[0]:
+        parts.append("ESS fraction: " + ", ".join(f"{r['ess_fraction']:.2f} at {r['temperature_kelvin']:.0f} K"
+                                                  for r in rows))
     if "df_kT" in result and "df_error_kT" in result:
         parts.append(f"dF(300 K) {result['df_kT']:.2f} +- {result['df_error_kT']:.2f} kT")
     if "wall_seconds" in result and result["wall_seconds"] == result["wall_seconds"]:
