@@ -72,6 +72,23 @@ def test_seeded_streaming_move_reproduces_its_trajectory(double_well):
         StreamingLangevinMove(stream_stride=25, n_steps=100, random_seed=0)
 
 
+def test_streaming_move_without_recording_runs_the_same_trajectory(double_well):
+    """recording=False (the production phase) runs n_steps in one call: the same seeded trajectory, no frames."""
+    def final_state(recording):
+        move = StreamingLangevinMove(stream_stride=25, n_steps=100, timestep=2.0 * unit.femtosecond, random_seed=17)
+        move.recording = recording
+        thermodynamic_state = states.ThermodynamicState(double_well.system, 300 * unit.kelvin)
+        sampler_state = states.SamplerState(double_well.minimum_positions(0))
+        move.apply(thermodynamic_state, sampler_state, cache.ContextCache())
+        velocities = sampler_state.velocities.value_in_unit(unit.nanometer / unit.picosecond)
+        return sampler_state.positions.value_in_unit(unit.nanometer), velocities, len(move.pop_frames())
+
+    chunked, whole = final_state(True), final_state(False)
+    assert chunked[2] == 4 and whole[2] == 0
+    assert np.allclose(chunked[0], whole[0], rtol=0, atol=1e-12) and np.allclose(chunked[1], whole[1], rtol=0, atol=1e-12)
+    assert not np.allclose(chunked[0], double_well.minimum_positions(0).value_in_unit(unit.nanometer))  # it moved
+
+
 def test_checkpoint_round_trip_hash_and_pruning(tmp_path):
     state = {"weights": torch.arange(5.0), "iteration": 10, "nested": {"rng": {"state": 2**100}}}
     digest = save_atomic(state, checkpoint_path(tmp_path, 10))

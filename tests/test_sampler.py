@@ -65,7 +65,8 @@ def test_phases_statistics_and_settings_in_storage(tmp_path):
     candidates = statistics["ddpm_n_candidates"][1:15]
     ready = steps >= SMALL["proposals"]["min_training_steps"]
     assert np.all(candidates[~ready] == 0) and np.all(candidates[ready] == SMALL["proposals"]["n_candidates"])
-    assert statistics["ddpm_buffer_frames"][14] == 14 * 3 * 10  # 3 replicas x 500 steps / stride 50
+    # 3 replicas x 500 steps / stride 50 while learning; frozen, the MD runs in one call and hands over its last frame
+    assert statistics["ddpm_buffer_frames"][8] == 8 * 3 * 10 and statistics["ddpm_buffer_frames"][14] == 8 * 3 * 10 + 6 * 3
     assert list_checkpoints(sampler.run_directory) == [5, 10]
     assert sampler.learner.target_temperatures_kelvin == (300.0,)
 
