@@ -77,3 +77,59 @@ class GaussianMixtureModel:
         )
         top = log_components.max(axis=1, keepdims=True)
         return (top + np.log(np.exp(log_components - top).sum(axis=1, keepdims=True)))[:, 0]
+
+
+class WarpedTemperatureMap:
+    """An analytic model with a nonlinear, temperature-dependent flow map on the double well's x.
+
+    Per configuration of one particle, v = x / s; the model at temperature T
+    is v = h_T(z), z ~ N(0, 1), with h_T(z) = z + c_T (2 / pi) sin(pi (z + 1) / 2),
+    c_T = warp * ln(T / 300 K) (|c_T| < 1: monotone). h_T fixes z = -1 and
+    z = 1 (the two minima) but its slope there is 1 + c_T and 1 - c_T, so the
+    map between temperatures M = h_to o h_from^-1 squeezes one well and
+    widens the other: its Jacobian differs between the wells, and a move
+    that drops it gets the populations wrong. y and z are left as they are
+    (standard Gaussians of width ``other_scale``: they cancel in the
+    mapped exchange). ``with_jacobian=False`` reports the base density only
+    (the negative control).
+    """
+
+    def __init__(self, x_scale=0.5, warp=0.35, other_scale=0.3, with_jacobian=True):
+        self.x_scale, self.warp, self.other_scale, self.with_jacobian = x_scale, warp, other_scale, with_jacobian
+
+    def _c(self, temperature):
+        from openmm import unit
+
+        return self.warp * math.log(temperature.value_in_unit(unit.kelvin) / 300.0)
+
+    @staticmethod
+    def _h(z, c):
+        return z + c * (2 / math.pi) * np.sin(math.pi * (z + 1) / 2)
+
+    @staticmethod
+    def _slope(z, c):
+        return 1 + c * np.cos(math.pi * (z + 1) / 2)
+
+    def _h_inverse(self, v, c):
+        z = np.array(v, dtype=float)
+        for _ in range(60):  # Newton; the slope is >= 1 - |c| > 0
+            z = z - (self._h(z, c) - v) / self._slope(z, c)
+        return z
+
+    def log_prob(self, positions, temperature):
+        positions = np.asarray(positions, dtype=float).reshape(len(positions), -1, 3)
+        c = self._c(temperature)
+        z = self._h_inverse(positions[:, 0, 0] / self.x_scale, c)
+        log_q = -0.5 * z**2 - 0.5 * math.log(2 * math.pi) - math.log(self.x_scale)
+        if self.with_jacobian:
+            log_q = log_q - np.log(self._slope(z, c))
+        others = positions.reshape(len(positions), -1)[:, 1:] / self.other_scale
+        log_q = log_q + (-0.5 * others**2 - 0.5 * math.log(2 * math.pi) - math.log(self.other_scale)).sum(-1)
+        return log_q
+
+    def map_temperature(self, positions, from_temperature, to_temperature, reference_positions=None):
+        positions = np.asarray(positions, dtype=float)
+        z = self._h_inverse(positions[:, 0, 0] / self.x_scale, self._c(from_temperature))
+        mapped = positions.copy()
+        mapped[:, 0, 0] = self.x_scale * self._h(z, self._c(to_temperature))
+        return mapped, np.ones(len(positions), dtype=bool), self.log_prob(positions, from_temperature)

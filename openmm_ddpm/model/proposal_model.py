@@ -137,15 +137,52 @@ class DiffusionProposalModel:
         -------
         numpy.ndarray, (n,)
         """
-        kelvin = temperature_kelvin(temperature)
+        return self._encode(positions, temperature)[1]
+
+    def _encode(self, positions, temperature):
+        """(encoding, log q as ``log_prob`` returns it) of positions (n, N, 3) nm at a temperature."""
         positions = as_positions_tensor(positions)
         features, logdet = self.representation.forward(positions)
-        encoding = self.diffusion.encode(features, kelvin)
+        encoding = self.diffusion.encode(features, temperature_kelvin(temperature))
         log_q = encoding.log_prob.to(torch.float64).cpu() + logdet.cpu()
         coordinates = self.representation.coordinates
         log_q = log_q + coordinates.log_multiplicity(positions).cpu()
         valid = coordinates.valid_positions(positions).cpu() & torch.isfinite(log_q)
-        return torch.where(valid, log_q, torch.nan).numpy().copy()
+        return encoding, torch.where(valid, log_q, torch.nan).numpy().copy()
+
+    def map_temperature(self, positions, from_temperature, to_temperature, reference_positions=None):
+        """Push configurations through the flow map from one temperature to another: Phi_to o Phi_from^-1.
+
+        The map is a bijection of the model's features with
+        |det dM / dx| = q(x | from) / q(M(x) | to), which is what makes the
+        mapped replica exchange exact (``openmm_ddpm.moves.mapped_exchange``).
+
+        Parameters
+        ----------
+        positions : array_like, (n, N, 3), nm
+        from_temperature, to_temperature : openmm.unit.Quantity
+        reference_positions : array_like, (n, N, 3) or (N, 3), nm, optional
+            Configurations whose frame the mapped ones take (representations
+            with a frame); default: each keeps its own.
+
+        Returns
+        -------
+        mapped : numpy.ndarray, (n, N, 3), nm
+        valid : numpy.ndarray of bool, (n,)
+            False where the input is outside the support or the image outside the domain.
+        log_q : numpy.ndarray, (n,)
+            ``log_prob(positions, from_temperature)``, from the same encoding.
+        """
+        positions = as_positions_tensor(positions)
+        encoding, log_q = self._encode(positions, from_temperature)
+        flow = self.diffusion.decode(encoding.latent, temperature_kelvin(to_temperature), with_log_prob=False)
+        reference = positions if reference_positions is None else as_positions_tensor(reference_positions)
+        frame = self.representation.frame(reference).expand(len(positions), -1)
+        latent_ok = encoding.converged.cpu() & torch.isfinite(encoding.latent).all(-1).cpu()
+        x = torch.where(latent_ok.unsqueeze(-1), flow.x.to(dtype=torch.float64, device="cpu"), torch.nan)
+        mapped, _, valid = self.representation.inverse(x, frame)
+        valid = valid.cpu() & latent_ok & torch.from_numpy(np.isfinite(log_q))
+        return mapped.detach().cpu().numpy(), valid.numpy(), log_q
 
     def relabel(self, positions, rng):
         """Random valid relabelling of symmetric atom groups (identity without any).

@@ -3,10 +3,13 @@
 ``proposal`` is the multiple-try Metropolis-Hastings move with exact model
 densities (DESIGN.md section 2); ``mixture`` makes one proposal model out
 of its conditionals at several temperatures, with the exact mixture
-density; ``streaming`` is the Langevin move that streams frames to the
+density; ``mapped_exchange`` swaps two states' configurations through the
+model's flow map between their temperatures (exact, with the map's
+Jacobian); ``streaming`` is the Langevin move that streams frames to the
 learner. May import ``openmm_ddpm.model``, ``coordinates`` and ``units``;
 never the samplers or the application.
 """
+from openmm_ddpm.moves.mapped_exchange import ExchangeOutcome, MappedExchange
 from openmm_ddpm.moves.mixture import TemperatureMixture
 from openmm_ddpm.moves.proposal import (
            GenerativeProposal,
@@ -15,5 +18,5 @@ from openmm_ddpm.moves.proposal import (
 )
 from openmm_ddpm.moves.streaming import StreamingLangevinMove
 
-__all__ = ["GenerativeProposal", "ProposalStatistics", "StreamingLangevinMove", "TemperatureMixture",
+__all__ = ["ExchangeOutcome", "GenerativeProposal", "MappedExchange", "ProposalStatistics", "StreamingLangevinMove", "TemperatureMixture",
            "reduced_potentials"]
