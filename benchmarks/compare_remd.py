@@ -141,8 +141,11 @@ def _move_statistics(trace):
     production = trace["production"] & np.isfinite(trace["recycled"])
     if not production.any():
         return {"production_moves_at_300K": 0, "acceptance": float("nan"), "mean_ess_fraction": float("nan")}
+    exchanges = trace["production"] & np.isfinite(trace.get("exchange_acceptance", np.full(len(production), np.nan)))
     return {"production_moves_at_300K": int(production.sum()), "acceptance": float(trace["accepted"][production].mean()),
-            "mean_ess_fraction": float(np.nanmean(trace["ess_fraction"][production]))}
+            "mean_ess_fraction": float(np.nanmean(trace["ess_fraction"][production])),
+            "production_mapped_exchanges": int(exchanges.sum()),
+            "mapped_exchange_acceptance": float(trace["exchange_acceptance"][exchanges].mean()) if exchanges.any() else None}
 
 
 def summarise(runs, reference):

@@ -11,7 +11,12 @@ the trace (``*_model.pt``).
 
 The systems (``SYSTEMS``): the double well of ``openmm_ddpm.app.double_well``
 (exact answer), alanine dipeptide in vacuum with 6 replicas (300-1000 K,
-geometric) or 2 (300 and 1000 K), and in implicit solvent (OBC1) with 6.
+geometric) or 2 (300 and 1000 K), and in implicit solvent (OBC1) with 6;
+``alanine_vacuum_6_lean`` is the 6-replica vacuum setting with another
+budget shape for the augmented sampler (learning for a third of the time,
+then a proposal every 4th iteration); ``*_mapped`` add a mapped replica
+exchange (``openmm_ddpm.moves.MappedExchange``) between 300 and 1000 K at
+every proposal round.
 Both samplers run the same Langevin dynamics per iteration on the same
 platform (Reference for 22 atoms and for the double well, CPU with one
 thread in implicit solvent) from the same starting configurations.
@@ -93,13 +98,14 @@ def phi_positive(positions_nm):
     return dihedral(x[:, 0], x[:, 1], x[:, 2], x[:, 3]).numpy() > 0.0
 
 
-def _alanine_augmented(width=128, depth=2, n_steps=10):
+def _alanine_augmented(width=128, depth=2, n_steps=10, propose_interval=1, exchange_pairs=()):
     """Internal coordinates; the network and flow steps that pay on one CPU core (exact densities ~7x cheaper than 256 x 3 x 20)."""
     return dict(
         representation=dict(kind="internal"),
         model=dict(width=width, depth=depth, n_steps=n_steps, sigma_min=0.02),
         training=dict(train_steps=100, min_buffer_frames=2000, buffer_capacity=400_000),
-        proposals=dict(target_states=[0], n_candidates=8, min_training_steps=10_000),
+        proposals=dict(target_states=[0], n_candidates=8, min_training_steps=10_000, propose_interval=propose_interval,
+                       exchange_pairs=exchange_pairs),
     )
 
 
@@ -112,9 +118,20 @@ SYSTEMS = {
     "alanine_vacuum_6": ComparedSystem(
         "alanine_vacuum_6", _alanine("vacuum", 6), tuple(np.geomspace(300.0, 1000.0, 6)), "Reference", 1.0, 500, 50,
         _alanine_augmented(), basin="phi > 0"),
+    # the budget shape: a third of the time learning, then a proposal every 4th iteration (MD gets most of the time)
+    "alanine_vacuum_6_lean": ComparedSystem(
+        "alanine_vacuum_6_lean", _alanine("vacuum", 6), tuple(np.geomspace(300.0, 1000.0, 6)), "Reference", 1.0, 500, 50,
+        _alanine_augmented(propose_interval=4), train_fraction=1 / 3, basin="phi > 0"),
     "alanine_vacuum_2": ComparedSystem(
         "alanine_vacuum_2", _alanine("vacuum", 2), (300.0, 1000.0), "Reference", 1.0, 500, 50, _alanine_augmented(),
         basin="phi > 0"),
+    # the mapped replica exchange between the lowest and the highest temperature, every proposal round
+    "alanine_vacuum_2_mapped": ComparedSystem(
+        "alanine_vacuum_2_mapped", _alanine("vacuum", 2), (300.0, 1000.0), "Reference", 1.0, 500, 50,
+        _alanine_augmented(exchange_pairs=((0, 1),)), basin="phi > 0"),
+    "alanine_vacuum_6_mapped": ComparedSystem(
+        "alanine_vacuum_6_mapped", _alanine("vacuum", 6), tuple(np.geomspace(300.0, 1000.0, 6)), "Reference", 1.0, 500, 50,
+        _alanine_augmented(exchange_pairs=((0, 5),)), basin="phi > 0"),
     "alanine_implicit_6": ComparedSystem(
         "alanine_implicit_6", _alanine("implicit", 6), tuple(np.geomspace(300.0, 1000.0, 6)), "CPU", 1.0, 500, 50,
         _alanine_augmented(), basin="phi > 0"),
@@ -166,7 +183,7 @@ def run_trace(compared, kind, seed, seconds, path, directory=None):
 def _run_for(sampler, kind, in_basin, seconds, train_fraction):
     """Iterate until the budget is spent; collect the per-iteration trace."""
     rows = {key: [] for key in ("wall_seconds", "in_basin", "reduced_potentials", "recycled", "accepted", "ess_fraction",
-                                "training_seconds", "proposal_seconds", "production")}
+                                "training_seconds", "proposal_seconds", "production", "exchange_acceptance")}
     start = time.perf_counter()
     while time.perf_counter() - start < seconds:
         elapsed = time.perf_counter() - start
@@ -187,4 +204,6 @@ def _run_for(sampler, kind, in_basin, seconds, train_fraction):
         rows["training_seconds"].append(statistics.get("ddpm_training_seconds", 0.0))
         rows["proposal_seconds"].append(statistics.get("ddpm_proposal_seconds", 0.0))
         rows["production"].append(statistics.get("ddpm_phase", 0) == 1)
+        exchanges = list(getattr(sampler, "last_exchange_outcomes", {}).values())  # min(1, ratio), NaN: none this iteration
+        rows["exchange_acceptance"].append(exchanges[0].acceptance_probability if exchanges else np.nan)
     return {key: np.asarray(value) for key, value in rows.items()}

@@ -7,6 +7,7 @@ so streams never overlap and adding one never shifts another:
 - ``training``: minibatches and noise levels (the trainer's torch.Generator);
 - ``relabel``: relabelling of equivalent atoms and training subsets (numpy);
 - ``proposal``, state: each target state's move (numpy; torch derived from it);
+- ``exchange``, i, j: the mapped exchange of the state pair (i, j);
 - ``dynamics``: the Langevin integrator of the default move (an OpenMM seed);
 - ``mixing``, iteration: openmmtools' replica mixing, which draws from the
   global numpy and numba generators (``seed_replica_mixing`` reseeds both
@@ -18,7 +19,7 @@ entropy. Imports nothing of the package.
 """
 import numpy as np
 
-PURPOSES = {"network": 1, "training": 2, "relabel": 3, "proposal": 4, "dynamics": 5, "mixing": 6}
+PURPOSES = {"network": 1, "training": 2, "relabel": 3, "proposal": 4, "dynamics": 5, "mixing": 6, "exchange": 7}
 
 
 def seed_sequence(seed, purpose, *keys):

@@ -99,6 +99,30 @@ def test_phases_statistics_and_settings_in_storage(tmp_path):
         assert np.array_equal(value.numpy(), ema[key].numpy())  # frozen weights survive the resume
 
 
+def test_mapped_exchanges_run_each_proposal_round_and_resume_from_checkpoints(tmp_path):
+    """exchange_pairs: one MappedExchange per pair and proposal round, counted in storage, its state in the checkpoint."""
+    storage = str(tmp_path / "run.nc")
+    system = DoubleWell2D()
+    settings = {**SMALL, "proposals": {**SMALL["proposals"], "exchange_pairs": [(0, 2)]}}
+    sampler = DDPMParallelTemperingSampler(number_of_iterations=12, freeze_after=6, online_analysis_interval=None, **settings)
+    sampler.create(states.ThermodynamicState(system.system, 300 * unit.kelvin), states.SamplerState(system.minimum_positions(1)),
+                   multistate.MultiStateReporter(storage, checkpoint_interval=5), temperatures=[300.0, 600.0, 1200.0] * unit.kelvin)
+    sampler.run()
+    statistics = read_ddpm_statistics(storage)
+    proposed = statistics["ddpm_n_candidates"][1:13] > 0
+    exchanges = statistics["ddpm_n_exchanges"][1:13]
+    assert proposed.sum() >= 6 and np.all(exchanges[proposed] == 1) and np.all(exchanges[~proposed] == 0)
+    exchange = sampler.learner.exchanges[(0, 2)]
+    assert exchange.n_attempts == proposed.sum() == np.nansum(exchanges)
+    assert np.nansum(statistics["ddpm_n_exchanges_accepted"][1:13]) == exchange.n_accepted
+    outcome = sampler.last_exchange_outcomes[(0, 2)]
+    assert outcome.states == (0, 2) and outcome.offered.shape == (2, 1, 3)
+    # the checkpoint of iteration 10 carries the exchange's counters (and its random stream)
+    run = load_run(storage)
+    restored = run.learner.exchanges[(0, 2)]
+    assert run.iteration == 10 and restored.n_attempts == proposed[:10].sum()
+
+
 def test_no_proposal_from_an_untrained_model(tmp_path):
     storage = str(tmp_path / "run.nc")
     system = DoubleWell2D()

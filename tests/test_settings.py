@@ -22,7 +22,8 @@ def test_the_same_defaults_everywhere():
 
 def test_yaml_round_trip_with_quantities(tmp_path):
     settings = Settings(dynamics=DynamicsSettings(timestep=1.5 * unit.femtosecond, collision_rate=2.0 / unit.picosecond),
-                        proposals=dict(target_states=(0, 2), temperature_factors=(1.0, 1.27)), freeze_after=300, seed=7)
+                        proposals=dict(target_states=(0, 2), temperature_factors=(1.0, 1.27), exchange_pairs=((0, 2),)),
+                        freeze_after=300, seed=7)
     path = tmp_path / "run.yaml"
     settings.to_yaml(path)
     assert "1.5 * femtosecond" in path.read_text()
@@ -47,6 +48,8 @@ def test_yaml_round_trip_with_quantities(tmp_path):
     (lambda: ModelSettings(sigma_min=20.0), "sigma_min < sigma_max"),
     (lambda: RepresentationSettings(kind="polar"), "representation kind"),
     (lambda: ProposalSettings(n_candidates=0), "n_candidates"),
+    (lambda: ProposalSettings(exchange_pairs=((0, 0),)), "exchange_pairs"),
+    (lambda: ProposalSettings(exchange_pairs=((0, 1, 2),)), "exchange_pairs"),
     (lambda: Settings(freeze_after=-1), "freeze_after"),
     (lambda: Settings(seed=-3), "seed"),
 ])

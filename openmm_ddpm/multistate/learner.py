@@ -23,6 +23,7 @@ from openmm_ddpm.model.diffusion import EDMDiffusion
 from openmm_ddpm.model.networks import ConditionedMLP
 from openmm_ddpm.model.proposal_model import DiffusionProposalModel
 from openmm_ddpm.model.trainer import OnlineTrainer, cosine_learning_rate
+from openmm_ddpm.moves.mapped_exchange import MappedExchange
 from openmm_ddpm.moves.mixture import TemperatureMixture
 from openmm_ddpm.moves.proposal import GenerativeProposal, ProposalStatistics
 from openmm_ddpm.multistate.buffer import ReplayBuffer
@@ -58,6 +59,7 @@ class OnlineLearner:
         self.representation = None
         self.trainer = None
         self.proposals = {}
+        self.exchanges = {}  # (i, j) -> MappedExchange
         self.frozen = False
         self.restored_from_iteration = None
         self._proposal_model = None
@@ -209,6 +211,8 @@ class OnlineLearner:
         self._proposal_model = DiffusionProposalModel(self.trainer.frozen_diffusion(), self.representation)
         for proposal in self.proposals.values():
             proposal.model = self._move_model()
+        for exchange in self.exchanges.values():
+            exchange.model = self._proposal_model
 
     def _move_model(self):
         """What the moves draw from: the proposal model, or its temperature mixture if the settings ask."""
@@ -228,6 +232,14 @@ class OnlineLearner:
             )
         return self.proposals[state_index]
 
+    def exchange_for(self, pair):
+        """The MappedExchange of a state pair (i, j) (created on first use); it maps with the model itself."""
+        pair = tuple(int(k) for k in pair)
+        if pair not in self.exchanges:
+            self.exchanges[pair] = MappedExchange(self._proposal_model,
+                                                  random_state=numpy_generator(self.settings.seed, "exchange", *pair))
+        return self.exchanges[pair]
+
     # --- checkpoints ----------------------------------------------------------------
 
     def state_dict(self, iteration):
@@ -242,6 +254,8 @@ class OnlineLearner:
                          "statistics": vars(p.statistics).copy()}
                 for k, p in self.proposals.items()
             },
+            "exchanges": {f"{i},{j}": {"rng": e.rng.bit_generator.state, "n_attempts": e.n_attempts, "n_accepted": e.n_accepted}
+                          for (i, j), e in self.exchanges.items()},
         }
         if self.trainer is not None:
             state["trainer"] = self.trainer.state_dict()
@@ -275,6 +289,10 @@ class OnlineLearner:
             proposal.rng.bit_generator.state = saved["rng"]
             proposal.torch_generator.set_state(saved["torch_generator"])
             proposal.statistics = ProposalStatistics(**saved["statistics"])
+        for key, saved in state.get("exchanges", {}).items():
+            exchange = self.exchange_for(tuple(int(k) for k in key.split(",")))
+            exchange.rng.bit_generator.state = saved["rng"]
+            exchange.n_attempts, exchange.n_accepted = int(saved["n_attempts"]), int(saved["n_accepted"])
 
 
 def _masses(system):

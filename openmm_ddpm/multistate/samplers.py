@@ -17,8 +17,10 @@ Per iteration (DESIGN.md section 5):
    takes ``train_steps`` optimizer steps (adaptive phase only);
 3. on rank 0, every ``propose_interval`` iterations, the replica at each
    target state gets one exact ``GenerativeProposal`` move from a frozen
-   float64 copy of the EMA model; new positions are broadcast to every rank
-   before openmmtools recomputes the energy matrix, so the swaps stay correct;
+   float64 copy of the EMA model, and each pair of ``exchange_pairs`` one
+   ``MappedExchange`` through the model's flow map; new positions are
+   broadcast to every rank before openmmtools recomputes the energy matrix,
+   so the swaps stay correct;
 4. statistics go to the openmmtools storage (``online_analysis`` group, one
    entry per iteration), and at every storage checkpoint iteration the whole
    learning state is checkpointed atomically next to the storage, with its
@@ -113,6 +115,7 @@ class DDPMSamplerMixin:
         self.last_proposal_updates = {}
         self.last_proposal_moves = {}  # rank 0: {state index: (before nm, after nm, accepted)} of this iteration
         self.last_proposal_outcomes = {}  # rank 0: {state index: MoveOutcome} of this iteration (waste recycling)
+        self.last_exchange_outcomes = {}  # rank 0: {(i, j): ExchangeOutcome} of this iteration
 
     # --- options: settings dataclasses are stored as plain dicts --------------------------
 
@@ -150,6 +153,9 @@ class DDPMSamplerMixin:
         for index in self._proposals.target_states:
             if index >= len(thermodynamic_states):
                 raise ValueError(f"target state {index} does not exist ({len(thermodynamic_states)} states)")
+        for pair in self._proposals.exchange_pairs:
+            if max(pair) >= len(thermodynamic_states):
+                raise ValueError(f"exchange pair {pair} names a state that does not exist ({len(thermodynamic_states)} states)")
         check_system_supported(thermodynamic_states[0].system)
 
     # --- the iteration -------------------------------------------------------------------------
@@ -267,8 +273,9 @@ class DDPMSamplerMixin:
 
     def _propose_if_due(self):
         learner, settings = self._learner, self._proposals
-        counts = dict(ddpm_n_candidates=0, ddpm_n_accepted=0, ddpm_n_invalid=0, ddpm_ess_fraction=float("nan"))
-        self.last_proposal_moves, self.last_proposal_outcomes = {}, {}
+        counts = dict(ddpm_n_candidates=0, ddpm_n_accepted=0, ddpm_n_invalid=0, ddpm_ess_fraction=float("nan"),
+                      ddpm_n_exchanges=0, ddpm_n_exchanges_accepted=0)
+        self.last_proposal_moves, self.last_proposal_outcomes, self.last_exchange_outcomes = {}, {}, {}
         if self._iteration % settings.propose_interval != 0 or not learner.ready_to_propose:
             return {}, counts
         updates, ess = {}, []
@@ -290,7 +297,25 @@ class DDPMSamplerMixin:
                 updates[replica_id] = sampler_state.positions
             ess.append(outcome.ess_fraction)
         counts["ddpm_ess_fraction"] = float(np.nanmean(ess)) if np.any(np.isfinite(ess)) else float("nan")
+        updates.update(self._exchange(counts))
         return updates, counts
+
+    def _exchange(self, counts):
+        """Rank 0: the mapped exchanges of this proposal round; returns {replica_id: positions} that changed."""
+        updates = {}
+        for pair in self._proposals.exchange_pairs:
+            replica_ids = [int(np.flatnonzero(self._replica_thermodynamic_states == s)[0]) for s in pair]
+            sampler_states = [self._sampler_states[r] for r in replica_ids]
+            before = [s.positions.value_in_unit(unit.nanometer).copy() for s in sampler_states]
+            outcome = self._learner.exchange_for(pair).apply([self._thermodynamic_states[s] for s in pair], sampler_states,
+                                                             self.energy_context_cache, states=pair)
+            self.last_exchange_outcomes[pair] = outcome
+            counts["ddpm_n_exchanges"] += 1
+            counts["ddpm_n_exchanges_accepted"] += int(outcome.accepted)
+            for replica_id, sampler_state, old in zip(replica_ids, sampler_states, before):
+                if not np.array_equal(sampler_state.positions.value_in_unit(unit.nanometer), old):
+                    updates[replica_id] = sampler_state.positions
+        return updates
 
     def _new_learner(self):
         reference = self._sampler_states[0].positions.value_in_unit(unit.nanometer)

@@ -115,7 +115,8 @@ def read_ddpm_statistics(storage):
         ``ddpm_n_candidates``, ``ddpm_n_accepted``, ``ddpm_n_invalid``,
         ``ddpm_ess_fraction``, ``ddpm_training_loss``, ``ddpm_training_seconds``,
         ``ddpm_proposal_seconds``, ``ddpm_buffer_frames``,
-        ``ddpm_training_steps``); NaN where an iteration wrote none.
+        ``ddpm_training_steps``, ``ddpm_n_exchanges``, ``ddpm_n_exchanges_accepted``);
+        NaN where an iteration wrote none.
     """
     import netCDF4
 

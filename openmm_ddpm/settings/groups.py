@@ -296,6 +296,11 @@ class ProposalSettings(_Settings):
         per factor.
     temperature_factor_weights : tuple of float
         Mixture weights c_k, one per factor (normalized); () for equal.
+    exchange_pairs : tuple of (int, int)
+        State pairs (i, j) that swap configurations through the model's flow
+        map at every proposal round (``openmm_ddpm.moves.MappedExchange``),
+        e.g. ((0, 5),) from the lowest to the highest temperature, which plain
+        exchange cannot bridge. Exact for any pair; () (default) for none.
     """
 
     target_states: tuple = (0,)
@@ -304,8 +309,13 @@ class ProposalSettings(_Settings):
     min_training_steps: int = 2000
     temperature_factors: tuple = (1.0,)
     temperature_factor_weights: tuple = ()
+    exchange_pairs: tuple = ()
 
     def __post_init__(self):
+        pairs = tuple(tuple(int(k) for k in pair) for pair in self.exchange_pairs)
+        if any(len(pair) != 2 or pair[0] == pair[1] or min(pair) < 0 for pair in pairs):
+            raise ValueError(f"exchange_pairs must be pairs of two different state indices, got {self.exchange_pairs}")
+        object.__setattr__(self, "exchange_pairs", pairs)
         if self.propose_interval < 1 or self.n_candidates < 1 or self.min_training_steps < 0:
             raise ValueError("propose_interval and n_candidates must be >= 1, min_training_steps >= 0")
         if not self.target_states or any(int(s) < 0 for s in self.target_states):
