@@ -31,17 +31,24 @@ from remd_traces import phi_positive
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
-def importance_sample(model, system, reference_positions, kelvin, n_samples, seed):
-    """One temperature: reweighted P(phi > 0), dF, ESS and the time it took."""
+def importance_sample(model, system, reference_positions, kelvin, n_samples, seed, target_kelvin=None):
+    """Draws from the model at ``kelvin``, weighted to ``target_kelvin`` (default: the same): P(phi > 0), dF, ESS, time.
+
+    In vacuum the reduced potential is U / kT, so u_target = u_T T / T_target.
+    """
+    target_kelvin = kelvin if target_kelvin is None else target_kelvin
     start = time.perf_counter()
     positions, reduced, log_q = generate_with_densities(model, system, kelvin * unit.kelvin, n_samples,
                                                         reference_positions, seed=seed)
     seconds = time.perf_counter() - start
-    log_weights = -reduced - log_q
+    log_weights = -reduced * (kelvin / target_kelvin) - log_q
     finite = np.isfinite(log_weights)
-    estimate = reweighted_expectation(np.where(finite, log_weights, -np.inf), phi_positive(positions))
+    basin = phi_positive(positions)
+    estimate = reweighted_expectation(np.where(finite, log_weights, -np.inf), basin)
     df, df_error = population_free_energy_kt(estimate.mean, estimate.error)
-    return {"temperature_kelvin": kelvin, "samples": n_samples, "seconds": seconds, "samples_per_second": n_samples / seconds,
+    per_basin = {f"ess_{name}": reweighted_expectation(np.where(finite & mask, log_weights, -np.inf), basin).ess
+                 for name, mask in (("phi_positive", basin), ("phi_negative", ~basin))}
+    return {"temperature_kelvin": kelvin, "target_temperature_kelvin": target_kelvin, "samples": n_samples, **per_basin, "seconds": seconds, "samples_per_second": n_samples / seconds,
             "ess": estimate.ess, "ess_fraction": estimate.ess / n_samples, "outside_support_fraction": float(1 - finite.mean()),
             "p_phi_positive": estimate.mean, "p_error": estimate.error, "df_kT": df, "df_error_kT": df_error,
             "unweighted_p_phi_positive": float(phi_positive(positions[finite]).mean()) if finite.any() else None,
@@ -55,6 +62,8 @@ def main(argv=None):
     parser.add_argument("--temperatures", type=float, nargs="+", default=[300.0, 350.0], help="K")
     parser.add_argument("--samples", type=int, default=2048)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--target", type=float, default=None,
+                        help="K: weight every temperature's draws to this one (default: each to its own)")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     system = testsystems.AlanineDipeptideVacuum(constraints=None).system
@@ -62,8 +71,9 @@ def main(argv=None):
     reference_positions = torch.load(args.model, weights_only=True)["reference_positions"].numpy()
     rows = []
     for i, kelvin in enumerate(args.temperatures):
-        rows.append(importance_sample(model, system, reference_positions, kelvin, args.samples, args.seed + i))
-        print({key: rows[-1][key] for key in ("temperature_kelvin", "ess_fraction", "df_kT", "df_error_kT",
+        rows.append(importance_sample(model, system, reference_positions, kelvin, args.samples, args.seed + i, args.target))
+        print({key: rows[-1][key] for key in ("temperature_kelvin", "target_temperature_kelvin", "ess_fraction",
+                                              "ess_phi_positive", "ess_phi_negative", "df_kT", "df_error_kT",
                                               "samples_per_second", "seconds_to_0.2kT_extrapolated")}, flush=True)
     write_result(os.path.join(HERE, "results", f"model_importance_sampling_{args.tag}.json"),
                  {"model": os.path.basename(args.model), "network": model.diffusion.network.config(),

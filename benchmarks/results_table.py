@@ -26,6 +26,8 @@ KINDS = {  # file name prefix -> what the benchmark measures
     "compare_reference": "one long plain PT run by MBAR: the reference of compare_remd",
     "compare_": "plain vs augmented PT on the same clock, one core each (compare_remd.py)",
     "model_importance_sampling": "importance sampling straight from a frozen model",
+    "mapped_exchange": "replica exchange through the model's flow map, offline: acceptance and rare-basin arrivals",
+    "bond_angle_conditional": "closed-form Gaussians for bonds and angles at fixed torsions: their ESS",
 }
 
 
@@ -54,6 +56,11 @@ def headline(result):
     if rows and "ess_fraction" in rows[0]:
         parts.append("ESS fraction: " + ", ".join(f"{r['ess_fraction']:.2f} at {r['temperature_kelvin']:.0f} K"
                                                   for r in rows))
+    if rows and "mapped_acceptance" in rows[0]:
+        parts.append("swap acceptance with 300 K, mapped / plain: " + ", ".join(
+            f"{r['mapped_acceptance']:.2g} / {r['plain_acceptance']:.2g} at {r['partner_kelvin']:.0f} K" for r in rows))
+    if rows and "mode" in rows[0]:
+        parts.append("conditional ESS fraction: " + ", ".join(f"{r['mode']} {r['ess_fraction_mean']:.2f}" for r in rows))
     if "df_kT" in result and "df_error_kT" in result:
         parts.append(f"dF(300 K) {result['df_kT']:.2f} +- {result['df_error_kT']:.2f} kT")
     if "wall_seconds" in result and result["wall_seconds"] == result["wall_seconds"]:
