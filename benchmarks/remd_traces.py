@@ -13,8 +13,9 @@ The systems (``SYSTEMS``): the double well of ``openmm_ddpm.app.double_well``
 (exact answer), alanine dipeptide in vacuum with 6 replicas (300-1000 K,
 geometric) or 2 (300 and 1000 K), and in implicit solvent (OBC1) with 6;
 ``alanine_vacuum_6_lean`` is the 6-replica vacuum setting with another
-budget shape for the augmented sampler (25 training steps per iteration
-instead of 100, then a proposal every 4th iteration); ``*_mapped`` add a mapped replica
+budget shape for the augmented sampler (plain MD until the buffer holds
+1,000 iterations of frames, 25 training steps per iteration instead of
+100, a proposal every 4th iteration); ``*_mapped`` add a mapped replica
 exchange (``openmm_ddpm.moves.MappedExchange``) between 300 and 1000 K at
 every proposal round.
 Both samplers run the same Langevin dynamics per iteration on the same
@@ -98,12 +99,13 @@ def phi_positive(positions_nm):
     return dihedral(x[:, 0], x[:, 1], x[:, 2], x[:, 3]).numpy() > 0.0
 
 
-def _alanine_augmented(width=128, depth=2, n_steps=10, propose_interval=1, exchange_pairs=(), train_steps=100):
+def _alanine_augmented(width=128, depth=2, n_steps=10, propose_interval=1, exchange_pairs=(), train_steps=100,
+                       min_buffer_frames=2000):
     """Internal coordinates; the network and flow steps that pay on one CPU core (exact densities ~7x cheaper than 256 x 3 x 20)."""
     return dict(
         representation=dict(kind="internal"),
         model=dict(width=width, depth=depth, n_steps=n_steps, sigma_min=0.02),
-        training=dict(train_steps=train_steps, min_buffer_frames=2000, buffer_capacity=400_000),
+        training=dict(train_steps=train_steps, min_buffer_frames=min_buffer_frames, buffer_capacity=400_000),
         proposals=dict(target_states=[0], n_candidates=8, min_training_steps=10_000, propose_interval=propose_interval,
                        exchange_pairs=exchange_pairs),
     )
@@ -118,12 +120,12 @@ SYSTEMS = {
     "alanine_vacuum_6": ComparedSystem(
         "alanine_vacuum_6", _alanine("vacuum", 6), tuple(np.geomspace(300.0, 1000.0, 6)), "Reference", 1.0, 500, 50,
         _alanine_augmented(), basin="phi > 0"),
-    # the budget shape: 25 training steps per iteration instead of 100, so that the replicas equilibrate while the
-    # model learns (with 100 the 300 K replica streamed no alpha_L frame before the freeze), and a proposal every 4th
-    # iteration in production
+    # the budget shape: the ladder equilibrates before the model learns (training waits for 1,000 iterations of
+    # frames, two per replica and iteration) and while it learns (25 training steps per iteration instead of 100: with
+    # 100 the 300 K replica streamed no alpha_L frame before the freeze); a proposal every 4th iteration
     "alanine_vacuum_6_lean": ComparedSystem(
-        "alanine_vacuum_6_lean", _alanine("vacuum", 6), tuple(np.geomspace(300.0, 1000.0, 6)), "Reference", 1.0, 500, 50,
-        _alanine_augmented(propose_interval=4, train_steps=25), basin="phi > 0"),
+        "alanine_vacuum_6_lean", _alanine("vacuum", 6), tuple(np.geomspace(300.0, 1000.0, 6)), "Reference", 1.0, 500, 250,
+        _alanine_augmented(propose_interval=4, train_steps=25, min_buffer_frames=12_000), basin="phi > 0"),
     "alanine_vacuum_2": ComparedSystem(
         "alanine_vacuum_2", _alanine("vacuum", 2), (300.0, 1000.0), "Reference", 1.0, 500, 50, _alanine_augmented(),
         basin="phi > 0"),
