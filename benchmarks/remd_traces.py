@@ -153,7 +153,7 @@ def make_sampler(compared, kind, seed):
     return DDPMParallelTemperingSampler(
         number_of_iterations=10**9, online_analysis_interval=None, seed=seed,
         dynamics=dict(timestep=timestep, collision_rate=collision, n_steps=compared.md_steps,
-                      stream_stride=compared.stream_stride), **compared.augmented)
+                      stream_stride=compared.stream_stride, stream_when_frozen=False), **compared.augmented)
 
 
 def run_trace(compared, kind, seed, seconds, path, directory=None):

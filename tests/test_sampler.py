@@ -65,8 +65,7 @@ def test_phases_statistics_and_settings_in_storage(tmp_path):
     candidates = statistics["ddpm_n_candidates"][1:15]
     ready = steps >= SMALL["proposals"]["min_training_steps"]
     assert np.all(candidates[~ready] == 0) and np.all(candidates[ready] == SMALL["proposals"]["n_candidates"])
-    # 3 replicas x 500 steps / stride 50 while learning; frozen, the MD runs in one call and hands over its last frame
-    assert statistics["ddpm_buffer_frames"][8] == 8 * 3 * 10 and statistics["ddpm_buffer_frames"][14] == 8 * 3 * 10 + 6 * 3
+    assert statistics["ddpm_buffer_frames"][14] == 14 * 3 * 10  # 3 replicas x 500 steps / stride 50
     assert list_checkpoints(sampler.run_directory) == [5, 10]
     assert sampler.learner.target_temperatures_kelvin == (300.0,)
 
@@ -100,10 +99,14 @@ def test_phases_statistics_and_settings_in_storage(tmp_path):
 
 
 def test_mapped_exchanges_run_each_proposal_round_and_resume_from_checkpoints(tmp_path):
-    """exchange_pairs: one MappedExchange per pair and proposal round, counted in storage, its state in the checkpoint."""
+    """exchange_pairs: one MappedExchange per pair and proposal round, counted in storage, its state in the checkpoint.
+
+    Also stream_when_frozen=False: frozen, each replica's MD runs in one call and streams its last frame only.
+    """
     storage = str(tmp_path / "run.nc")
     system = DoubleWell2D()
-    settings = {**SMALL, "proposals": {**SMALL["proposals"], "exchange_pairs": [(0, 2)]}}
+    settings = {**SMALL, "proposals": {**SMALL["proposals"], "exchange_pairs": [(0, 2)]},
+                "dynamics": {**SMALL["dynamics"], "stream_when_frozen": False}}
     sampler = DDPMParallelTemperingSampler(number_of_iterations=12, freeze_after=6, online_analysis_interval=None, **settings)
     sampler.create(states.ThermodynamicState(system.system, 300 * unit.kelvin), states.SamplerState(system.minimum_positions(1)),
                    multistate.MultiStateReporter(storage, checkpoint_interval=5), temperatures=[300.0, 600.0, 1200.0] * unit.kelvin)
@@ -115,6 +118,7 @@ def test_mapped_exchanges_run_each_proposal_round_and_resume_from_checkpoints(tm
     exchange = sampler.learner.exchanges[(0, 2)]
     assert exchange.n_attempts == proposed.sum() == np.nansum(exchanges)
     assert np.nansum(statistics["ddpm_n_exchanges_accepted"][1:13]) == exchange.n_accepted
+    assert statistics["ddpm_buffer_frames"][12] == 6 * 3 * 10 + 6 * 3  # 3 replicas x 500 steps / stride 50, then 1
     outcome = sampler.last_exchange_outcomes[(0, 2)]
     assert outcome.states == (0, 2) and outcome.offered.shape == (2, 1, 3)
     # the checkpoint of iteration 10 carries the exchange's counters (and its random stream)

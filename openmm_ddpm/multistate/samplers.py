@@ -188,12 +188,13 @@ class DDPMSamplerMixin:
     def _propagate_replica(self, replica_id):
         """openmmtools' propagation of one replica; keeps the frames its move streamed for ``_take_streamed_frames``.
 
-        Once the model is frozen for good the moves stop recording (one MD call per replica, same trajectory).
+        With ``stream_when_frozen=False`` the moves stop recording once the model is frozen for good (one MD
+        call per replica, the same trajectory).
         """
         move = self._mcmc_moves[self._replica_thermodynamic_states[replica_id]]
         streaming = [m for m in _flatten_moves(move) if isinstance(m, StreamingLangevinMove)]
         for m in streaming:
-            m.recording = self._phase() != PHASE_PRODUCTION
+            m.recording = self._dynamics.stream_when_frozen or self._phase() != PHASE_PRODUCTION
         propagated_state = super()._propagate_replica(replica_id)
         frames = [m.pop_frames() for m in streaming if m.streamed_frames]
         if not frames:
