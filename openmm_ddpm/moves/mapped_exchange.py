@@ -28,8 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 from openmm import unit
 
-from openmm_ddpm.model.protocol import relabel
-from openmm_ddpm.moves.proposal import check_system_supported, reduced_potentials
+from openmm_ddpm.moves.proposal import check_system_supported, reduced_potentials, relabel_in_place
 
 
 @dataclass(frozen=True)
@@ -97,7 +96,7 @@ class MappedExchange:
         """
         for thermodynamic_state in thermodynamic_states:
             check_system_supported(thermodynamic_state.system)
-        x, y = (self._relabelled(sampler_state) for sampler_state in sampler_states)
+        x, y = (relabel_in_place(self.model, sampler_state, self.rng) for sampler_state in sampler_states)
         (t_i, t_j) = (state.temperature for state in thermodynamic_states)
         a, valid_a, log_q_y = self.model.map_temperature(y[None], t_j, t_i, reference_positions=x)
         b, valid_b, log_q_x = self.model.map_temperature(x[None], t_i, t_j, reference_positions=y)
@@ -113,14 +112,6 @@ class MappedExchange:
             sampler_states[1].positions = unit.Quantity(b[0], unit.nanometer)
         self.last_outcome = ExchangeOutcome(tuple(states), log_alpha, accepted, np.stack([a[0], b[0]]))
         return self.last_outcome
-
-    def _relabelled(self, sampler_state):
-        """The state's positions after a random valid relabelling of symmetric atoms (written back)."""
-        current = np.asarray(sampler_state.positions.value_in_unit(unit.nanometer), dtype=np.float64)
-        relabelled = relabel(self.model, current[None], self.rng)[0]
-        if not np.array_equal(relabelled, current):
-            sampler_state.positions = unit.Quantity(relabelled, unit.nanometer)
-        return relabelled
 
     def _log_acceptance(self, thermodynamic_states, sampler_states, context_cache, points, log_q_currents):
         """log w_i(a) + log w_j(b) - log w_i(x) - log w_j(y) (NaN if any term is not finite)."""

@@ -251,10 +251,7 @@ class GenerativeProposal(mcmc.MCMCMove):
         """
         check_system_supported(thermodynamic_state.system)
         temperature = thermodynamic_state.temperature
-        current = np.asarray(sampler_state.positions.value_in_unit(unit.nanometer), dtype=np.float64)
-        if isinstance(self.model, RelabellingModel):  # the kernel R: a random valid relabelling of symmetric groups
-            current = relabel(self.model, current[None], self.rng)[0]
-            sampler_state.positions = unit.Quantity(current, unit.nanometer)
+        current = relabel_in_place(self.model, sampler_state, self.rng)
         candidates, log_q_candidates, log_q_current = draw_and_score(
             self.model, self.n_candidates, temperature, current, generator=self.torch_generator)
         self.statistics.n_moves += 1
@@ -290,6 +287,18 @@ class GenerativeProposal(mcmc.MCMCMove):
         raise NotImplementedError(
             "a GenerativeProposal is restored by openmm_ddpm's sampler from its model checkpoint"
         )
+
+
+def relabel_in_place(model, sampler_state, rng):
+    """The kernel R: a random valid relabelling of symmetric atom groups, written back; returns the positions (N, 3) nm.
+
+    Models without relabelling (not a ``RelabellingModel``) leave the state as it is.
+    """
+    current = np.asarray(sampler_state.positions.value_in_unit(unit.nanometer), dtype=np.float64)
+    if isinstance(model, RelabellingModel):
+        current = relabel(model, current[None], rng)[0]
+        sampler_state.positions = unit.Quantity(current, unit.nanometer)
+    return current
 
 
 def reduced_potentials(thermodynamic_state, sampler_state, configurations, context_cache=None):

@@ -41,9 +41,10 @@ class StreamingLangevinMove(mcmc.LangevinDynamicsMove):
     recording : bool
         True (default): run in chunks and record. False: run the ``n_steps``
         in one call and record nothing (the samplers switch it off once the
-        model is frozen for good, if ``stream_when_frozen=False``: each chunk costs one openmmtools move call,
-        ~0.3 ms for a small molecule on the Reference platform). The
-        trajectory is the same either way (tests/test_buffer_and_checkpoint.py).
+        model is frozen for good if ``stream_when_frozen=False``; each chunk
+        costs one openmmtools move call, ~0.3 ms for a small molecule on the
+        Reference platform). The trajectory is the same either way
+        (tests/test_buffer_and_checkpoint.py).
     """
 
     def __init__(self, stream_stride=50, random_seed=None, **kwargs):
