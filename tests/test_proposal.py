@@ -202,14 +202,15 @@ def test_same_seed_same_chain(double_well, reference_context_cache):
     assert np.array_equal(chains[0], chains[1])
 
 
-def test_constrained_and_periodic_systems_are_refused(double_well, reference_context_cache):
+def test_unkeepable_constraints_and_periodic_systems_are_refused(double_well, reference_context_cache):
+    """A constrained diatomic has no internal coordinates to keep its bond in (HBonds are kept: test_constraints)."""
     proposal = GenerativeProposal(mixture_for(double_well), random_state=0)
     constrained = openmm.System()
     for _ in range(2):
         constrained.addParticle(1.0)
     constrained.addConstraint(0, 1, 0.1)
     sampler_state = states.SamplerState(np.array([[0.0, 0.0, 0.0], [0.1, 0.0, 0.0]]) * unit.nanometer)
-    with pytest.raises(ValueError, match="constraints=None"):
+    with pytest.raises(ValueError, match="fewer than 3 atoms"):
         proposal.apply(states.ThermodynamicState(constrained, TEMPERATURE), sampler_state, reference_context_cache)
     periodic = openmm.System()
     periodic.addParticle(1.0)

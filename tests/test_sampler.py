@@ -18,7 +18,6 @@ from openmm_ddpm.model import cosine_learning_rate
 from openmm_ddpm.moves import TemperatureMixture
 from openmm_ddpm.multistate import (
     DDPMParallelTemperingSampler,
-    DDPMReplicaExchangeSampler,
     OnlineLearner,
     export_proposal_model,
     load_exported_model,
@@ -150,17 +149,6 @@ def test_a_model_frozen_before_min_training_steps_proposes_in_production(tmp_pat
     sampler.run()
     candidates = read_ddpm_statistics(storage)["ddpm_n_candidates"][1:6]
     assert candidates.tolist() == [0, 0, 0, 2, 2]
-
-
-def test_replica_exchange_variant_refuses_states_that_differ_beyond_temperature(tmp_path):
-    system = DoubleWell2D()
-    other = DoubleWell2D(tilt=1.0 * unit.kilojoule_per_mole)
-    sampler_state = states.SamplerState(system.positions)
-    good = [states.ThermodynamicState(system.system, t * unit.kelvin) for t in (300, 450)]
-    DDPMReplicaExchangeSampler(number_of_iterations=1).create(good, sampler_state, multistate.MultiStateReporter(str(tmp_path / "a.nc")))
-    bad = [states.ThermodynamicState(system.system, 300 * unit.kelvin), states.ThermodynamicState(other.system, 450 * unit.kelvin)]
-    with pytest.raises(ValueError, match="more than temperature"):
-        DDPMReplicaExchangeSampler(number_of_iterations=1).create(bad, sampler_state, multistate.MultiStateReporter(str(tmp_path / "b.nc")))
 
 
 def test_bad_settings_are_refused(tmp_path):

@@ -58,6 +58,7 @@ from openmm_ddpm.coordinates.topology import (
     build_zmatrix,
     chiral_centres,
     sibling_reference_rows,
+    zmatrix_bonds,
 )
 
 
@@ -177,6 +178,12 @@ class InternalCoordinates:
     def torsion_feature_indices(self):
         """Columns of the torsions in the feature vector."""
         return [3 + 3 * m + 2 for m in range(self.n_torsions)]
+
+    def bond_feature_columns(self):
+        """{(a, b), a < b: feature column} of the bonds that are features (ring-closing bonds are not)."""
+        columns = [0, 1] + [3 + 3 * m for m in range(self.n_torsions)]
+        bonds = zmatrix_bonds(self.order, self.references, self.second_reference)
+        return {tuple(sorted(bond)): column for bond, column in zip(bonds, columns)}
 
     def frame(self, positions):
         """Positions of the first three placed atoms, (n, 9), nm."""

@@ -120,6 +120,15 @@ class MoleculeCoordinates:
             offset += molecule.n_torsions
         return groups
 
+    def bond_feature_columns(self):
+        """{(a, b), a < b: column of the concatenated features} of the bonds that are features."""
+        columns, offset = {}, 0
+        for atoms, molecule in zip(self.atoms, self.molecules):
+            for (a, b), column in molecule.bond_feature_columns().items():
+                columns[tuple(sorted((atoms[a], atoms[b])))] = offset + column
+            offset += molecule.n_features
+        return columns
+
     def _parts(self, positions):
         positions = as_positions_tensor(positions, self.n_atoms)
         return positions, [positions[:, atoms] for atoms in self.atoms]

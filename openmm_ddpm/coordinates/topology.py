@@ -88,6 +88,16 @@ def build_zmatrix(neighbours, elements):
     return order, references, second_reference
 
 
+def zmatrix_bonds(order, references, second_reference):
+    """The bonds that are features of a Z-matrix, in feature order: (i, j) pairs.
+
+    Rows of ``build_zmatrix``: r(order[1]-order[0]), r(order[2]-second_reference),
+    then the bond of every further atom to its first reference. Bonds that
+    close a ring are not features.
+    """
+    return [(order[1], order[0]), (order[2], second_reference)] + [(i, j) for i, j, _, _ in references]
+
+
 def chiral_centres(neighbours, elements):
     """Atoms with four bonded neighbours of four different graph classes.
 
@@ -116,22 +126,24 @@ def chiral_centres(neighbours, elements):
 
 
 def bond_graph_from_system(system):
-    """Adjacency lists and mass-based element labels from a System's HarmonicBondForce.
+    """Adjacency lists and mass-based element labels from a System's harmonic bonds and constraints.
 
-    With ``constraints=None`` every chemical bond of a force-field System is a
-    harmonic bond, so the System alone defines the Z-matrix. Atoms lighter
+    A force-field System has every chemical bond either as a harmonic bond
+    or, when it is constrained (``constraints=HBonds``), as a distance
+    constraint, so the System alone defines the Z-matrix. Atoms lighter
     than 1.5 amu are labelled "H"; others by their rounded mass.
     """
     import openmm
 
     n_atoms = system.getNumParticles()
     neighbours = [set() for _ in range(n_atoms)]
+    pairs = [system.getConstraintParameters(index)[:2] for index in range(system.getNumConstraints())]
     for force in system.getForces():
         if isinstance(force, openmm.HarmonicBondForce):
-            for index in range(force.getNumBonds()):
-                a, b, *_ = force.getBondParameters(index)
-                neighbours[a].add(b)
-                neighbours[b].add(a)
+            pairs += [force.getBondParameters(index)[:2] for index in range(force.getNumBonds())]
+    for a, b in pairs:
+        neighbours[a].add(b)
+        neighbours[b].add(a)
     masses = [system.getParticleMass(i).value_in_unit(openmm.unit.amu) for i in range(n_atoms)]
     elements = ["H" if m < 1.5 else f"M{round(m)}" for m in masses]
     return [sorted(n) for n in neighbours], elements

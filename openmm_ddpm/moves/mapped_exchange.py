@@ -28,7 +28,13 @@ from dataclasses import dataclass
 import numpy as np
 from openmm import unit
 
-from openmm_ddpm.moves.proposal import check_system_supported, reduced_potentials, relabel_in_place
+from openmm_ddpm.moves.proposal import (
+    cache_or_global,
+    check_system_supported,
+    redraw_constrained_velocities,
+    reduced_potentials,
+    relabel_in_place,
+)
 
 
 @dataclass(frozen=True)
@@ -110,6 +116,8 @@ class MappedExchange:
             self.n_accepted += 1
             sampler_states[0].positions = unit.Quantity(a[0], unit.nanometer)
             sampler_states[1].positions = unit.Quantity(b[0], unit.nanometer)
+            for thermodynamic_state, sampler_state in zip(thermodynamic_states, sampler_states):
+                redraw_constrained_velocities(thermodynamic_state, sampler_state, cache_or_global(context_cache), self.rng)
         self.last_outcome = ExchangeOutcome(tuple(states), log_alpha, accepted, np.stack([a[0], b[0]]))
         return self.last_outcome
 

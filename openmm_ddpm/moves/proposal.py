@@ -25,6 +25,7 @@ import torch
 from openmm import unit
 from openmmtools import cache, mcmc
 
+from openmm_ddpm.coordinates.constraints import ConstraintMetric, constraint_problem, system_constraints
 from openmm_ddpm.model.protocol import RelabellingModel, draw_and_score, relabel
 
 
@@ -194,21 +195,61 @@ def transition_probabilities(log_weights):
     return probabilities
 
 
-def check_system_supported(system):
-    """Refuse Systems whose configuration measure the move does not handle yet."""
-    if system.getNumConstraints() > 0:
-        raise ValueError(
-            "GenerativeProposal refuses Systems with holonomic constraints: the constraint "
-            "manifold carries a mass-metric factor that is not implemented yet. Build the "
-            "System with constraints=None (and rigidWater=False)."
-        )
+def unsupported_reason(system):
+    """Why proposals cannot be exact on this System (one line that names the fix), or None if they can.
+
+    Bond constraints are handled exactly when every one is a bond of the
+    internal coordinates (``coordinates.constraints``); ring or angle
+    constraints, virtual sites and periodic Systems are not (yet).
+    """
     if any(system.isVirtualSite(i) for i in range(system.getNumParticles())):
-        raise ValueError("GenerativeProposal refuses Systems with virtual sites (their positions are not free)")
+        return "the System has virtual sites (their positions are not free); build it without them"
     if system.usesPeriodicBoundaryConditions():
-        raise ValueError(
-            "GenerativeProposal refuses periodic Systems: the representation has no periodic images. "
-            "The model can still be trained and sampled for analysis."
-        )
+        return ("the System is periodic: the representation has no periodic images, and proposals for a solute in "
+                "explicit solvent are not exact yet; use implicit solvent or vacuum for proposals")
+    return constraint_problem(system)
+
+
+def check_system_supported(system):
+    """Refuse a System on which proposals cannot be exact (``unsupported_reason``) with a ValueError."""
+    reason = unsupported_reason(system)
+    if reason is not None:
+        raise ValueError(f"GenerativeProposal refuses this System: {reason}")
+
+
+def redraw_constrained_velocities(thermodynamic_state, sampler_state, context_cache, rng):
+    """New velocities for new positions of a constrained System: Maxwell-Boltzmann on the tangent space.
+
+    Constrained velocities lie in the tangent space of the constraint
+    manifold at the positions, so old velocities do not fit new positions.
+    Drawing v ~ N(0, kT M^-1) and projecting it M-orthogonally onto the
+    tangent space (``ConstraintMetric.project_velocities``: solved exactly,
+    where OpenMM's iterative velocity constraints can stop ~1e-2 short
+    near collinear bonds) gives exactly the conditional Maxwell-Boltzmann
+    distribution of v given x: a Gibbs step on v | x that keeps the joint
+    distribution (docs/exactness.md, "Bond constraints"). Systems without
+    constraints keep their velocities (there v is independent of x).
+
+    Parameters
+    ----------
+    thermodynamic_state : openmmtools.states.ThermodynamicState
+    sampler_state : openmmtools.states.SamplerState
+        Its positions are the new ones; its velocities are replaced.
+    context_cache : openmmtools.cache.ContextCache
+        Where the System is read from (no copy).
+    rng : numpy.random.Generator
+    """
+    context, _ = context_cache.get_context(thermodynamic_state)
+    system = context.getSystem()
+    if system.getNumConstraints() == 0:
+        return
+    masses = np.array([system.getParticleMass(i).value_in_unit(unit.dalton) for i in range(system.getNumParticles())])
+    kt = (unit.MOLAR_GAS_CONSTANT_R * thermodynamic_state.temperature).value_in_unit(unit.kilojoule_per_mole)
+    velocities = rng.standard_normal((len(masses), 3)) * np.sqrt(kt / masses)[:, None]  # nm/ps
+    metric = ConstraintMetric([(a, b) for a, b, _ in system_constraints(system)], masses)
+    positions = sampler_state.positions.value_in_unit(unit.nanometer)
+    sampler_state.velocities = unit.Quantity(metric.project_velocities(positions, velocities, 1.0 / masses),
+                                             unit.nanometer / unit.picosecond)
 
 
 class GenerativeProposal(mcmc.MCMCMove):
@@ -273,6 +314,7 @@ class GenerativeProposal(mcmc.MCMCMove):
         if chosen > 0:
             self.statistics.n_accepted += 1
             sampler_state.positions = unit.Quantity(configurations[chosen], unit.nanometer)
+            redraw_constrained_velocities(thermodynamic_state, sampler_state, cache_or_global(context_cache), self.rng)
         self.last_outcome = MoveOutcome(chosen, log_weights, ess_fraction, configurations,
                                         transition_probabilities(log_weights))
 
@@ -317,8 +359,7 @@ def reduced_potentials(thermodynamic_state, sampler_state, configurations, conte
     numpy.ndarray, (n,)
         NaN-free: non-finite energies are returned as +inf.
     """
-    context_cache = cache.global_context_cache if context_cache is None else context_cache
-    context, _ = context_cache.get_context(thermodynamic_state)
+    context, _ = cache_or_global(context_cache).get_context(thermodynamic_state)
     reduced = np.empty(len(configurations))
     for i, positions in enumerate(configurations):
         if not np.all(np.isfinite(positions)):
@@ -329,3 +370,8 @@ def reduced_potentials(thermodynamic_state, sampler_state, configurations, conte
         reduced[i] = value if np.isfinite(value) else np.inf
     sampler_state.apply_to_context(context, ignore_velocities=True)
     return reduced
+
+
+def cache_or_global(context_cache):
+    """The given openmmtools ContextCache, or the global one for None."""
+    return cache.global_context_cache if context_cache is None else context_cache

@@ -17,6 +17,7 @@ from openmm import unit
 
 from openmm_ddpm._version import __version__
 from openmm_ddpm.coordinates.cartesian import CartesianCoordinates
+from openmm_ddpm.coordinates.constraints import constrained_coordinates
 from openmm_ddpm.coordinates.molecules import molecular_coordinates
 from openmm_ddpm.coordinates.representation import Representation, Standardizer
 from openmm_ddpm.model.diffusion import EDMDiffusion
@@ -170,9 +171,10 @@ class OnlineLearner:
     def _coordinates(self, torsion_cuts=None, torsion_widths=None):
         settings = self.settings.representation
         if settings.resolved_kind(self.system) == "internal":
-            return molecular_coordinates(self.system, self.reference_positions, torsion_cuts,
-                                         relative_sibling_torsions=settings.relative_sibling_torsions,
-                                         torsion_widths=torsion_widths)
+            coordinates = molecular_coordinates(self.system, self.reference_positions, torsion_cuts,
+                                                relative_sibling_torsions=settings.relative_sibling_torsions,
+                                                torsion_widths=torsion_widths)
+            return constrained_coordinates(self.system, coordinates)
         return CartesianCoordinates(self.buffer.n_atoms, masses=_masses(self.system),
                                     remove_center_of_mass=settings.remove_center_of_mass)
 

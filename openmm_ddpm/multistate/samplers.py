@@ -36,11 +36,10 @@ import time
 import mpiplus
 import numpy as np
 from openmm import unit
-from openmmtools import cache, states
+from openmmtools import cache
 from openmmtools.multistate import ParallelTemperingSampler, ReplicaExchangeSampler
 
 from openmm_ddpm._version import __version__
-from openmm_ddpm.moves.proposal import check_system_supported
 from openmm_ddpm.moves.streaming import StreamingLangevinMove
 from openmm_ddpm.multistate.contexts import EnergyContextCache
 from openmm_ddpm.multistate.checkpoints import (
@@ -51,6 +50,7 @@ from openmm_ddpm.multistate.checkpoints import (
     save_atomic,
 )
 from openmm_ddpm.multistate.learner import OnlineLearner, target_temperatures_kelvin
+from openmm_ddpm.multistate.support import plain_replica_exchange_reason, warn_plain_replica_exchange
 from openmm_ddpm.seeding import integer_seed, seed_replica_mixing
 from openmm_ddpm.settings import GROUPS, Settings
 
@@ -88,6 +88,8 @@ class DDPMSamplerMixin:
     **kwargs
         As the openmmtools sampler.
     """
+
+    _check_states_differ_only_in_temperature = False  # parallel tempering builds its states that way
 
     def __init__(self, mcmc_moves=None, representation=None, model=None, training=None, proposals=None,
                  dynamics=None, freeze_after=None, seed=None, settings=None, **kwargs):
@@ -156,7 +158,17 @@ class DDPMSamplerMixin:
         for pair in self._proposals.exchange_pairs:
             if max(pair) >= len(thermodynamic_states):
                 raise ValueError(f"exchange pair {pair} names a state that does not exist ({len(thermodynamic_states)} states)")
-        check_system_supported(thermodynamic_states[0].system)
+        reason = plain_replica_exchange_reason(thermodynamic_states, self.settings, self._check_states_differ_only_in_temperature)
+        if reason is not None:
+            warn_plain_replica_exchange(reason)
+
+    @property
+    def plain_reason(self):
+        """Why this run has no training or proposals (plain replica exchange), or None if it has them."""
+        if not hasattr(self, "_plain_reason"):
+            self._plain_reason = plain_replica_exchange_reason(self._thermodynamic_states, self.settings,
+                                                               self._check_states_differ_only_in_temperature)
+        return self._plain_reason
 
     # --- the iteration -------------------------------------------------------------------------
 
@@ -173,6 +185,10 @@ class DDPMSamplerMixin:
 
     def _propagate_replicas(self):
         """openmmtools' propagation, then the streamed frames to rank 0: learn, propose, broadcast."""
+        if self.plain_reason is not None:
+            super()._propagate_replicas()
+            self._streamed_frames.clear()
+            return
         if self._learner is None:
             mpiplus.run_single_node(0, self._start_learner, broadcast_result=False)
         super()._propagate_replicas()
@@ -181,9 +197,11 @@ class DDPMSamplerMixin:
         frames, replica_ids = mpiplus.distribute(self._take_streamed_frames, range(self.n_replicas), send_results_to=0)
         frames = dict(zip(replica_ids, frames)) if frames is not None else {}
         updates = mpiplus.run_single_node(0, self._learn_and_propose, frames, broadcast_result=True)
-        for replica_id, positions in updates.items():
+        for replica_id, (positions, velocities) in updates.items():
             self._sampler_states[replica_id].positions = positions
-        self.last_proposal_updates = updates  # {replica_id: positions} accepted this iteration, on every rank
+            if velocities is not None:  # redrawn on the constraint manifold's tangent space
+                self._sampler_states[replica_id].velocities = velocities
+        self.last_proposal_updates = updates  # {replica_id: (positions, velocities)} changed this iteration, every rank
 
     def _propagate_replica(self, replica_id):
         """openmmtools' propagation of one replica; keeps the frames its move streamed for ``_take_streamed_frames``.
@@ -295,7 +313,7 @@ class DDPMSamplerMixin:
             self.last_proposal_outcomes[state_index] = outcome
             # broadcast any change, an accepted candidate or a relabelling of symmetric atoms
             if not np.array_equal(after, before):
-                updates[replica_id] = sampler_state.positions
+                updates[replica_id] = (sampler_state.positions, sampler_state.velocities)
             ess.append(outcome.ess_fraction)
         counts["ddpm_ess_fraction"] = float(np.nanmean(ess)) if np.any(np.isfinite(ess)) else float("nan")
         updates.update(self._exchange(counts))
@@ -315,7 +333,7 @@ class DDPMSamplerMixin:
             counts["ddpm_n_exchanges_accepted"] += int(outcome.accepted)
             for replica_id, sampler_state, old in zip(replica_ids, sampler_states, before):
                 if not np.array_equal(sampler_state.positions.value_in_unit(unit.nanometer), old):
-                    updates[replica_id] = sampler_state.positions
+                    updates[replica_id] = (sampler_state.positions, sampler_state.velocities)
         return updates
 
     def _new_learner(self):
@@ -354,6 +372,9 @@ class DDPMSamplerMixin:
 
     def _restore_learner(self, reporter):
         """Load the newest intact checkpoint not newer than the restored iteration."""
+        if self.plain_reason is not None:
+            warn_plain_replica_exchange(self.plain_reason)
+            return
         state, iteration = newest_intact_checkpoint(reporter, max_iteration=self._iteration)
         if state is None:
             logger.warning("no intact DDPM checkpoint found: the model starts from scratch")
@@ -384,24 +405,12 @@ class DDPMParallelTemperingSampler(DDPMSamplerMixin, ParallelTemperingSampler):
 class DDPMReplicaExchangeSampler(DDPMSamplerMixin, ReplicaExchangeSampler):
     __doc__ = (
         "``openmmtools.multistate.ReplicaExchangeSampler`` with online diffusion training and exact "
-        "generative proposals, for states that share one System and differ only in temperature.\n"
+        "generative proposals for states that share one System and differ only in temperature (other ladders run "
+        "as plain replica exchange, with a warning).\n"
         + DDPMSamplerMixin.__doc__.split("\n", 2)[2]
     )
 
-    def _validate_states(self, thermodynamic_states):
-        reference = thermodynamic_states[0]
-        for index, state in enumerate(thermodynamic_states):
-            if type(state) is not states.ThermodynamicState:
-                raise ValueError(
-                    f"state {index} is a {type(state).__name__}: DDPMReplicaExchangeSampler needs plain "
-                    "ThermodynamicStates that differ only in temperature (the model is conditioned on T only)"
-                )
-            if not reference.is_state_compatible(state) or state.pressure != reference.pressure:
-                raise ValueError(
-                    f"state {index} differs from state 0 in more than temperature; use one System and "
-                    "vary only the temperature (or DDPMParallelTemperingSampler)"
-                )
-        super()._validate_states(thermodynamic_states)
+    _check_states_differ_only_in_temperature = True
 
 
 def _flatten_moves(move):

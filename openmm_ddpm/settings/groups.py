@@ -143,13 +143,13 @@ class RepresentationSettings(_Settings):
             raise ValueError(f"representation kind must be 'auto', 'cartesian' or 'internal', got {self.kind!r}")
 
     def resolved_kind(self, system):
-        """'internal' or 'cartesian' for this System ('auto': internal when it has harmonic bonds)."""
+        """'internal' or 'cartesian' for this System ('auto': internal when it has harmonic bonds or constraints)."""
         if self.kind != "auto":
             return self.kind
         import openmm
 
         bonds = sum(f.getNumBonds() for f in system.getForces() if isinstance(f, openmm.HarmonicBondForce))
-        return "internal" if bonds > 0 else "cartesian"
+        return "internal" if bonds + system.getNumConstraints() > 0 else "cartesian"
 
 
 @dataclass(frozen=True)
