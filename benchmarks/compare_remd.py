@@ -52,17 +52,25 @@ def trace_path(traces, system, kind, seed):
     return os.path.join(traces, f"{system}_{kind}_seed{seed}.npz")
 
 
-def run_pair(system, seed, seconds, traces, swap_cores):
-    """Both samplers for one seed at once, each pinned to one core; waits for both."""
+def run_pair(system, seed, seconds, traces, swap_cores, one_core=False):
+    """Both samplers for one seed, each pinned to one core with one thread; waits for both.
+
+    At once on two cores; with ``one_core``, one after the other on the first
+    core of the affinity set (the order alternating from seed to seed), when
+    the other core is busy.
+    """
     cores = sorted(os.sched_getaffinity(0))[:2]
-    cores = cores[::-1] if swap_cores else cores
+    cores = cores[::-1] if swap_cores and not one_core else cores
+    kinds = SAMPLERS[::-1] if one_core and swap_cores else SAMPLERS
     processes = []
-    for kind, core in zip(SAMPLERS, cores * 2):
+    for kind, core in zip(kinds, [cores[0]] * 2 if one_core else cores * 2):
         argv = [sys.executable, os.path.abspath(__file__), "--worker", kind, "--system", system, "--seed", str(seed),
                 "--seconds", str(seconds), "--traces", traces, "--core", str(core)]
         environment = dict(os.environ, OMP_NUM_THREADS="1", OPENMM_CPU_THREADS="1", MKL_NUM_THREADS="1")
         log = open(trace_path(traces, system, kind, seed).replace(".npz", ".log"), "w")
         processes.append(subprocess.Popen(argv, env=environment, stdout=log, stderr=subprocess.STDOUT))
+        if one_core:
+            processes[-1].wait()
     codes = [p.wait() for p in processes]
     if any(codes):
         raise RuntimeError(f"a worker failed (exit codes {codes}): see the .log files in {traces}")
@@ -253,7 +261,9 @@ def reference_df(system):
         p = 1.0 - populations.left
         return float(-np.log(p / (1.0 - p))), "exact, by quadrature (DoubleWell2D.exact_populations)"
     molecule = "vacuum" if "vacuum" in system else "implicit"
-    path = os.path.join(RESULTS, f"compare_reference_alanine_{molecule}.json")
+    path = os.path.join(RESULTS, f"compare_reference_{reference_name(system)}.json")
+    if not os.path.exists(path) and reference_name(system).count("_") > 1:
+        raise SystemExit(f"no reference for {system} yet: run compare_remd.py --reference {system} first")
     if not os.path.exists(path):  # no MBAR reference made yet: the earlier plain run's own 300 K estimate
         with open(os.path.join(RESULTS, f"alanine_dipeptide_reference_{molecule}.json")) as stream:
             stored = json.load(stream)
@@ -263,24 +273,36 @@ def reference_df(system):
     return stored["df_kT"], stored["command"] + f" (+- {stored['df_error_kT']:.2f} kT)"
 
 
+def reference_name(system):
+    """The ensemble a system's reference belongs to: ``ComparedSystem.reference``, else alanine_<solvent>."""
+    return remd_traces.SYSTEMS[system].reference or ("alanine_vacuum" if "vacuum" in system else "alanine_implicit")
+
+
 def write_reference(system, seconds, traces):
-    """One long plain-PT run by MBAR, combined (inverse variance) with the earlier independent reference run."""
+    """One long plain-PT run by MBAR, combined (inverse variance) with the earlier independent reference run if any."""
     path = trace_path(traces, system, "plain", 1000)
     if not os.path.exists(path):
         remd_traces.run_trace(remd_traces.SYSTEMS[system], "plain", 1000, seconds, path)
     trace = dict(np.load(path))
     df, error = estimate_at(trace, np.inf, "mbar")
-    molecule = "vacuum" if "vacuum" in system else "implicit"
-    with open(os.path.join(RESULTS, f"alanine_dipeptide_reference_{molecule}.json")) as stream:
+    name = reference_name(system)
+    this_run = {"df_kT": df, "df_error_kT": error, "iterations": int(len(trace["wall_seconds"])),
+                "wall_seconds": float(trace["wall_seconds"][-1]),
+                "estimator": "MBAR over every state, first 10 % dropped, thinned by the largest statistical inefficiency"}
+    earlier_path = os.path.join(RESULTS, f"alanine_dipeptide_reference_{name.split('_')[1]}.json")
+    if name.count("_") > 1 or not os.path.exists(earlier_path):  # no earlier run of this ensemble: this run alone
+        write_result(os.path.join(RESULTS, f"compare_reference_{name}.json"), {
+            "system": system, "df_kT": df, "df_error_kT": error, "this_run": this_run,
+            "temperatures_kelvin": trace["temperatures_kelvin"].tolist()}, __file__)
+        return
+    with open(earlier_path) as stream:
         earlier = json.load(stream)
     weights = np.array([error, earlier["df_error_kT"]]) ** -2.0
     combined = float(np.dot(weights, [df, earlier["df_phi_positive_vs_negative_kT"]]) / weights.sum())
-    write_result(os.path.join(RESULTS, f"compare_reference_alanine_{molecule}.json"), {
+    write_result(os.path.join(RESULTS, f"compare_reference_{name}.json"), {
         "system": system, "df_kT": combined, "df_error_kT": float(weights.sum() ** -0.5),
         "combined_from": "inverse-variance mean of this run (MBAR) and the earlier independent plain run",
-        "this_run": {"df_kT": df, "df_error_kT": error, "iterations": int(len(trace["wall_seconds"])),
-                     "wall_seconds": float(trace["wall_seconds"][-1]),
-                     "estimator": "MBAR over every state, first 10 % dropped, thinned by the largest statistical inefficiency"},
+        "this_run": this_run,
         "earlier_run": {"command": earlier["command"], "df_kT": earlier["df_phi_positive_vs_negative_kT"],
                         "df_error_kT": earlier["df_error_kT"], "estimator": "the 300 K state's own samples"},
         "temperatures_kelvin": trace["temperatures_kelvin"].tolist()}, __file__)
@@ -297,6 +319,8 @@ def main(argv=None):
     parser.add_argument("--analyze-only", action="store_true", help="analyse the traces already in --traces")
     parser.add_argument("--reference-df", type=float, help="kT; instead of the stored or exact reference")
     parser.add_argument("--reference", choices=sorted(remd_traces.SYSTEMS), help="write the reference from one plain run")
+    parser.add_argument("--one-core", action="store_true",
+                        help="run the two samplers of a seed one after the other on one core (the other is busy)")
     parser.add_argument("--worker", choices=SAMPLERS, help=argparse.SUPPRESS)
     parser.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--seconds", type=float, help=argparse.SUPPRESS)
@@ -312,13 +336,15 @@ def main(argv=None):
     start = time.perf_counter()
     if not args.analyze_only:
         for seed in seeds:
-            print(f"seed {seed}: plain and augmented, {seconds:.0f} s each, at once", flush=True)
-            run_pair(args.system, seed, seconds, args.traces, swap_cores=seed % 2 == 1)
+            print(f"seed {seed}: plain and augmented, {seconds:.0f} s each, " + ("in turn" if args.one_core else "at once"),
+                  flush=True)
+            run_pair(args.system, seed, seconds, args.traces, swap_cores=seed % 2 == 1, one_core=args.one_core)
     reference, reference_source = ((args.reference_df, "--reference-df") if args.reference_df is not None
                                    else reference_df(args.system))
     result = analyse(args.system, seeds, args.traces, reference, args.points)
     result.update(reference_source=reference_source, seconds_per_run=seconds,
-                  train_fraction=remd_traces.SYSTEMS[args.system].train_fraction, cores="one per sampler, pinned",
+                  train_fraction=remd_traces.SYSTEMS[args.system].train_fraction,
+                  cores="one core, the samplers in turn" if args.one_core else "one per sampler, pinned",
                   total_seconds=time.perf_counter() - start, command=command_line(__file__, argv))
     name = f"compare_{args.system}" + ("_quick" if args.quick else "")
     plot(result, os.path.join(RESULTS, name + ".png"))

@@ -17,7 +17,8 @@ budget shape for the augmented sampler (plain MD until the buffer holds
 1,000 iterations of frames, 25 training steps per iteration instead of
 100, a proposal every 4th iteration); ``*_mapped`` add a mapped replica
 exchange (``openmm_ddpm.moves.MappedExchange``) between 300 and 1000 K at
-every proposal round.
+every proposal round; ``alanine_vacuum_6_hbonds`` is the lean setting with
+``constraints=HBonds`` and 2 fs steps (what most users' scripts run).
 Both samplers run the same Langevin dynamics per iteration on the same
 platform (Reference for 22 atoms and for the double well, CPU with one
 thread in implicit solvent) from the same starting configurations.
@@ -30,7 +31,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import openmm
 import torch
-from openmm import unit
+from openmm import app, unit
 from openmmtools import cache, mcmc, multistate, states, testsystems
 
 from openmm_ddpm.app import double_well
@@ -65,6 +66,9 @@ class ComparedSystem:
         Share of the wall-clock budget the augmented sampler learns for; it freezes its model after it.
     basin : str
         What ``in_basin`` selects; dF = -ln(p / (1 - p)) in kT of that basin at 300 K.
+    reference : str
+        Name of the reference result ``compare_reference_<reference>.json`` (alanine dipeptide: the
+        molecule, solvent and constraints, which set the ensemble).
     """
 
     name: str
@@ -77,6 +81,7 @@ class ComparedSystem:
     augmented: dict = field(default_factory=dict)
     train_fraction: float = 0.5
     basin: str = ""
+    reference: str = ""
 
 
 def _double_well():
@@ -85,10 +90,10 @@ def _double_well():
     return system.system, positions, lambda x: np.asarray(x)[:, 0, 0] >= 0.0  # right well
 
 
-def _alanine(solvent, n_replicas):
+def _alanine(solvent, n_replicas, constraints=None):
     def make():
         factory = testsystems.AlanineDipeptideVacuum if solvent == "vacuum" else testsystems.AlanineDipeptideImplicit
-        molecule = factory(constraints=None)
+        molecule = factory(constraints=constraints)
         return molecule.system, [molecule.positions] * n_replicas, phi_positive
     return make
 
@@ -136,6 +141,11 @@ SYSTEMS = {
     "alanine_vacuum_6_mapped": ComparedSystem(
         "alanine_vacuum_6_mapped", _alanine("vacuum", 6), tuple(np.geomspace(300.0, 1000.0, 6)), "Reference", 1.0, 500, 50,
         _alanine_augmented(exchange_pairs=((0, 5),)), basin="phi > 0"),
+    # constraints=HBonds, as in most users' scripts: 2 fs steps for both samplers; the lean budget shape
+    "alanine_vacuum_6_hbonds": ComparedSystem(
+        "alanine_vacuum_6_hbonds", _alanine("vacuum", 6, app.HBonds), tuple(np.geomspace(300.0, 1000.0, 6)), "Reference",
+        2.0, 500, 250, _alanine_augmented(propose_interval=4, train_steps=25, min_buffer_frames=12_000), basin="phi > 0",
+        reference="alanine_vacuum_hbonds"),
     "alanine_implicit_6": ComparedSystem(
         "alanine_implicit_6", _alanine("implicit", 6), tuple(np.geomspace(300.0, 1000.0, 6)), "CPU", 1.0, 500, 50,
         _alanine_augmented(), basin="phi > 0"),
