@@ -31,6 +31,7 @@ _PUBLIC = {  # name -> the module that defines it; imported on first use, so `im
     "TemperatureMixture": "openmm_ddpm.moves",
     "DDPMParallelTemperingSampler": "openmm_ddpm.multistate",
     "DDPMReplicaExchangeSampler": "openmm_ddpm.multistate",
+    "DDPMOpenMMReplicaExchangeSampler": "openmm_ddpm.multistate",
     "LoadedRun": "openmm_ddpm.multistate",
     "OnlineLearner": "openmm_ddpm.multistate",
     "export_proposal_model": "openmm_ddpm.multistate",

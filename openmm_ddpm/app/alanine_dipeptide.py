@@ -1,8 +1,9 @@
 """Augmented parallel tempering of alanine dipeptide, analysed at every temperature and at one never simulated.
 
 The system: openmmtools' AlanineDipeptideVacuum or AlanineDipeptideImplicit
-(ff96, OBC1), with ``constraints=None`` (the proposal refuses constrained
-Systems). Reference values at 300 K: P(phi > 0) = 0.95 % and dF(phi>0 vs
+(ff96, OBC1), with ``constraints=None``, the setting its reference runs were
+made with (``constraints=HBonds`` works too: ``coordinates.constraints``).
+Reference values at 300 K: P(phi > 0) = 0.95 % and dF(phi>0 vs
 phi<0) = 4.65 kT in vacuum, 0.31 % and 5.77 kT in implicit solvent.
 
 The ladder: 4 replicas, geometric from 300 to 1000 K. At 1000 K the

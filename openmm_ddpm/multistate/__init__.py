@@ -2,6 +2,8 @@
 
 ``samplers`` holds the drop-in ``DDPMParallelTemperingSampler`` and
 ``DDPMReplicaExchangeSampler``, the only code that knows every part;
+``openmm_sampler`` the same on OpenMM's own ``app.ReplicaExchangeSampler``;
+``support`` which runs get proposals;
 ``learner`` the online learning state (buffer -> trainer -> frozen model);
 ``buffer`` the replay buffer; ``contexts`` where energies are evaluated;
 ``checkpoints`` the atomic, hashed,
@@ -10,6 +12,7 @@ per state; ``runs`` loading, exporting and refining a finished run's
 model. May import every library subpackage; never ``openmm_ddpm.app``.
 """
 from openmm_ddpm.multistate.learner import OnlineLearner
+from openmm_ddpm.multistate.openmm_sampler import DDPMOpenMMReplicaExchangeSampler, IterationStatistics
 from openmm_ddpm.multistate.runs import (
                                          LoadedRun,
                                          export_proposal_model,
@@ -28,6 +31,7 @@ from openmm_ddpm.multistate.storage import (
                                          read_temperatures_kelvin,
 )
 
-__all__ = ["DDPMParallelTemperingSampler", "DDPMReplicaExchangeSampler", "LoadedRun", "OnlineLearner",
+__all__ = ["DDPMOpenMMReplicaExchangeSampler", "DDPMParallelTemperingSampler", "DDPMReplicaExchangeSampler",
+           "IterationStatistics", "LoadedRun", "OnlineLearner",
            "export_proposal_model", "load_exported_model", "load_run", "read_ddpm_statistics",
            "read_reduced_potentials", "read_state_trajectories", "read_temperatures_kelvin", "refine_proposal_model"]

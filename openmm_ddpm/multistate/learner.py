@@ -32,6 +32,13 @@ from openmm_ddpm.seeding import integer_seed, numpy_generator
 
 logger = logging.getLogger(__name__)
 
+PHASE_ADAPTIVE, PHASE_PRODUCTION = 0, 1
+
+
+def phase_of(iteration, freeze_after):
+    """PHASE_PRODUCTION once ``iteration`` > ``freeze_after`` (never for None), else PHASE_ADAPTIVE."""
+    return PHASE_PRODUCTION if freeze_after is not None and iteration > freeze_after else PHASE_ADAPTIVE
+
 
 class OnlineLearner:
     """The learning state of a run: buffer -> trainer -> frozen proposal model, and the proposal moves.
@@ -95,6 +102,39 @@ class OnlineLearner:
         subset = self._training_subset(temperatures)
         features, kelvin = self._features(positions[subset], temperatures[subset])
         return self.trainer.step(features, kelvin, training.train_steps)
+
+    def train_for_iteration(self, iteration, phase, freeze_after):
+        """The training a sampler's iteration asks for; returns its mean loss (nan if none).
+
+        Adaptive phase: a training round every ``train_interval`` iterations
+        (the learning rate following the share of the phase done), then a
+        fresh proposal model. First production iteration: the refinement
+        (``refine_steps``) or a last refresh, then frozen for good.
+        """
+        if phase == PHASE_PRODUCTION:
+            return self._freeze(iteration)
+        if iteration % self.settings.training.train_interval != 0:
+            return float("nan")
+        loss = self.train(None if freeze_after is None else iteration / max(freeze_after, 1))
+        if np.isfinite(loss):
+            self.refresh_proposal_model()
+        return loss
+
+    def _freeze(self, iteration):
+        if self.frozen or self.trainer is None:
+            return float("nan")
+        loss = float("nan")
+        if self.settings.training.refine_steps > 0:
+            loss = self.refine(self.settings.training.refine_steps)  # refreshes the proposal model
+        else:
+            self.refresh_proposal_model()
+        self.frozen = True
+        logger.info(f"iteration {iteration}: model frozen for the production phase")
+        minimum = self.settings.proposals.min_training_steps
+        if self.trainer.n_steps_done < minimum:
+            logger.warning(f"the model froze after {self.trainer.n_steps_done} training steps, fewer than "
+                           f"min_training_steps={minimum}; it proposes anyway")
+        return loss
 
     def _features(self, positions, temperatures, chunk=20_000):
         """Standardized features and temperatures (K) of frames, relabelled into the rotor windows.

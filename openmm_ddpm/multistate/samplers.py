@@ -49,14 +49,13 @@ from openmm_ddpm.multistate.checkpoints import (
     run_directory_of,
     save_atomic,
 )
-from openmm_ddpm.multistate.learner import OnlineLearner, target_temperatures_kelvin
+from openmm_ddpm.multistate.learner import PHASE_PRODUCTION, OnlineLearner, phase_of, target_temperatures_kelvin
 from openmm_ddpm.multistate.support import plain_replica_exchange_reason, warn_plain_replica_exchange
 from openmm_ddpm.seeding import integer_seed, seed_replica_mixing
 from openmm_ddpm.settings import GROUPS, Settings
 
 logger = logging.getLogger(__name__)
 
-PHASE_ADAPTIVE, PHASE_PRODUCTION = 0, 1
 CHECKPOINTS_KEPT = 3
 PROGRESS_INTERVAL = 25  # iterations between progress lines at INFO (DEBUG in between)
 
@@ -226,8 +225,7 @@ class DDPMSamplerMixin:
         return self._streamed_frames.pop(replica_id)
 
     def _phase(self):
-        frozen = self._freeze_after is not None and self._iteration > self._freeze_after
-        return PHASE_PRODUCTION if frozen else PHASE_ADAPTIVE
+        return phase_of(self._iteration, self._freeze_after)
 
     def _start_learner(self):
         """Rank 0: the learning state, prepared before the first MD step (``OnlineLearner.prepare``)."""
@@ -268,27 +266,7 @@ class DDPMSamplerMixin:
         )
 
     def _train_if_due(self, phase):
-        learner = self._learner
-        if phase == PHASE_PRODUCTION:
-            loss = float("nan")
-            if not learner.frozen and learner.trainer is not None:
-                if self._training.refine_steps > 0:
-                    loss = learner.refine(self._training.refine_steps)  # refreshes the proposal model
-                else:
-                    learner.refresh_proposal_model()
-                learner.frozen = True
-                logger.info(f"iteration {self._iteration}: model frozen for the production phase")
-                if learner.trainer.n_steps_done < self._proposals.min_training_steps:
-                    logger.warning(f"the model froze after {learner.trainer.n_steps_done} training steps, fewer than "
-                                   f"min_training_steps={self._proposals.min_training_steps}; it proposes anyway")
-            return loss
-        if self._iteration % self._training.train_interval != 0:
-            return float("nan")
-        progress = None if self._freeze_after is None else self._iteration / max(self._freeze_after, 1)
-        loss = learner.train(progress)
-        if np.isfinite(loss):
-            learner.refresh_proposal_model()
-        return loss
+        return self._learner.train_for_iteration(self._iteration, phase, self._freeze_after)
 
     def _propose_if_due(self):
         learner, settings = self._learner, self._proposals
