@@ -54,33 +54,35 @@ def system_constraints(system):
     return constraints
 
 
-def constraint_problem(system):
+def constraint_problem(system, atoms=None):
     """Why proposals cannot keep this System's constraints exactly, or None if they can.
 
     They can when every constraint is a bond of the Z-matrix of its
     molecule (``constraints=HBonds``, ``HBonds`` with flexible water, or
     ``AllBonds`` on a molecule without rings); they cannot for ring bonds,
     angle constraints (``HAngles``, rigid water) or molecules of fewer than
-    3 atoms.
+    3 atoms. With ``atoms`` (the atoms a move changes, whole molecules) only
+    the constraints that touch them count.
     """
-    constraints = system_constraints(system)
+    moved = None if atoms is None else {int(a) for a in atoms}
+    constraints = [(a, b) for a, b, _ in system_constraints(system) if moved is None or a in moved or b in moved]
     if not constraints:
         return None
     neighbours, elements = bond_graph_from_system(system)
     bonds = set()
-    for atoms in connected_components(neighbours):
-        if len(atoms) < 3:
+    for component in connected_components(neighbours):
+        if len(component) < 3 or (moved is not None and not moved.issuperset(component)):
             continue
-        local = {atom: m for m, atom in enumerate(atoms)}
-        order, references, second = build_zmatrix([[local[b] for b in neighbours[a]] for a in atoms],
-                                                  [elements[a] for a in atoms])
-        bonds.update(tuple(sorted((atoms[i], atoms[j]))) for i, j in zmatrix_bonds(order, references, second))
-    for a, b, _ in constraints:
+        local = {atom: m for m, atom in enumerate(component)}
+        order, references, second = build_zmatrix([[local[b] for b in neighbours[a]] for a in component],
+                                                  [elements[a] for a in component])
+        bonds.update(tuple(sorted((component[i], component[j]))) for i, j in zmatrix_bonds(order, references, second))
+    for a, b in constraints:
         if tuple(sorted((a, b))) not in bonds:
             return (f"the constraint between atoms {a} and {b} is not a bond of the internal coordinates (a ring bond, "
-                    "an angle constraint such as HAngles or rigid water, or a molecule of fewer than 3 atoms), so "
-                    "proposals cannot keep it exactly; build the System with constraints=HBonds (or None) and "
-                    "rigidWater=False")
+                    "an angle constraint such as HAngles or rigid water, a molecule of fewer than 3 atoms, or a "
+                    "molecule only partly moved), so proposals cannot keep it exactly; build the System with "
+                    "constraints=HBonds (or None) and rigidWater=False")
     return None
 
 
@@ -96,9 +98,11 @@ class ConstraintMetric:
 
     def __init__(self, pairs, masses):
         pairs = np.asarray(pairs, dtype=int).reshape(-1, 2)
-        inverse_mass = 1.0 / np.asarray(masses, dtype=float)
-        if np.any(~np.isfinite(inverse_mass)) or np.any(inverse_mass <= 0):
-            raise ValueError("constrained atoms need finite positive masses (no massless particles)")
+        masses = np.asarray(masses, dtype=float)
+        if not np.all(masses[pairs] > 0):
+            raise ValueError("constrained atoms need positive masses (no massless particles)")
+        with np.errstate(divide="ignore"):
+            inverse_mass = np.where(masses > 0, 1.0 / masses, 0.0)
         self.first, self.second = torch.as_tensor(pairs[:, 0]), torch.as_tensor(pairs[:, 1])
         blocks = _constraint_blocks(pairs)
         size = max((len(b) for b in blocks), default=1)

@@ -195,24 +195,28 @@ def transition_probabilities(log_weights):
     return probabilities
 
 
-def unsupported_reason(system):
+def unsupported_reason(system, moved_atoms=None):
     """Why proposals cannot be exact on this System (one line that names the fix), or None if they can.
 
     Bond constraints are handled exactly when every one is a bond of the
     internal coordinates (``coordinates.constraints``); ring or angle
-    constraints, virtual sites and periodic Systems are not (yet).
+    constraints, virtual sites and periodic Systems are not (yet). With
+    ``moved_atoms`` (a solute moved with the rest held, ``HeldSolventModel``)
+    only what touches those atoms counts, and periodic Systems are fine.
     """
-    if any(system.isVirtualSite(i) for i in range(system.getNumParticles())):
-        return "the System has virtual sites (their positions are not free); build it without them"
-    if system.usesPeriodicBoundaryConditions():
-        return ("the System is periodic: the representation has no periodic images, and proposals for a solute in "
-                "explicit solvent are not exact yet; use implicit solvent or vacuum for proposals")
-    return constraint_problem(system)
+    atoms = range(system.getNumParticles()) if moved_atoms is None else [int(a) for a in moved_atoms]
+    if any(system.isVirtualSite(i) for i in atoms):
+        return "the moved atoms include virtual sites (their positions are not free); build the System without them"
+    if moved_atoms is None and system.usesPeriodicBoundaryConditions():
+        return ("the System is periodic: the representation has no periodic images, and proposals for a whole "
+                "solvated System are not exact; use implicit solvent or vacuum, or move the solute with the solvent "
+                "held (moves.HeldSolventModel)")
+    return constraint_problem(system, moved_atoms)
 
 
-def check_system_supported(system):
+def check_system_supported(system, moved_atoms=None):
     """Refuse a System on which proposals cannot be exact (``unsupported_reason``) with a ValueError."""
-    reason = unsupported_reason(system)
+    reason = unsupported_reason(system, moved_atoms)
     if reason is not None:
         raise ValueError(f"GenerativeProposal refuses this System: {reason}")
 
@@ -245,10 +249,11 @@ def redraw_constrained_velocities(thermodynamic_state, sampler_state, context_ca
         return
     masses = np.array([system.getParticleMass(i).value_in_unit(unit.dalton) for i in range(system.getNumParticles())])
     kt = (unit.MOLAR_GAS_CONSTANT_R * thermodynamic_state.temperature).value_in_unit(unit.kilojoule_per_mole)
-    velocities = rng.standard_normal((len(masses), 3)) * np.sqrt(kt / masses)[:, None]  # nm/ps
+    inverse_masses = np.divide(1.0, masses, out=np.zeros_like(masses), where=masses > 0)  # massless sites: v = 0
+    velocities = rng.standard_normal((len(masses), 3)) * np.sqrt(kt * inverse_masses)[:, None]  # nm/ps
     metric = ConstraintMetric([(a, b) for a, b, _ in system_constraints(system)], masses)
     positions = sampler_state.positions.value_in_unit(unit.nanometer)
-    sampler_state.velocities = unit.Quantity(metric.project_velocities(positions, velocities, 1.0 / masses),
+    sampler_state.velocities = unit.Quantity(metric.project_velocities(positions, velocities, inverse_masses),
                                              unit.nanometer / unit.picosecond)
 
 
@@ -290,7 +295,7 @@ class GenerativeProposal(mcmc.MCMCMove):
         context_cache : openmmtools.cache.ContextCache, optional
             Default: the global context cache.
         """
-        check_system_supported(thermodynamic_state.system)
+        check_system_supported(thermodynamic_state.system, getattr(self.model, "moved_atoms", None))
         temperature = thermodynamic_state.temperature
         current = relabel_in_place(self.model, sampler_state, self.rng)
         candidates, log_q_candidates, log_q_current = draw_and_score(
