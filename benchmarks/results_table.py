@@ -28,6 +28,7 @@ KINDS = {  # file name prefix -> what the benchmark measures
     "model_importance_sampling": "importance sampling straight from a frozen model",
     "mapped_exchange": "replica exchange through the model's flow map, offline: acceptance and rare-basin arrivals",
     "bond_angle_conditional": "closed-form Gaussians for bonds and angles at fixed torsions: their ESS",
+    "held_solvent_move": "a solute model's proposals in explicit water with the water held, against vacuum",
 }
 
 
@@ -61,6 +62,11 @@ def headline(result):
             f"{r['mapped_acceptance']:.2g} / {r['plain_acceptance']:.2g} at {r['partner_kelvin']:.0f} K" for r in rows))
     if rows and "mode" in rows[0]:
         parts.append("conditional ESS fraction: " + ", ".join(f"{r['mode']} {r['ess_fraction_mean']:.2f}" for r in rows))
+    held = result.get("results") or {}
+    if "explicit_water_held" in held:
+        parts.append("acceptance in water (held) / vacuum: {:.2f} / {:.2f}; median best-candidate gap {:.0f} kT".format(
+            held["explicit_water_held"]["acceptance"], held["vacuum"]["acceptance"],
+            held["explicit_water_held"]["best_candidate_gap_kT_median"]))
     if "df_kT" in result and "df_error_kT" in result:
         parts.append(f"dF(300 K) {result['df_kT']:.2f} +- {result['df_error_kT']:.2f} kT")
     if "wall_seconds" in result and result["wall_seconds"] == result["wall_seconds"]:
