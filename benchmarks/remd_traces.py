@@ -19,8 +19,10 @@ budget shape for the augmented sampler (plain MD until the buffer holds
 exchange (``openmm_ddpm.moves.MappedExchange``) between 300 and 1000 K at
 every proposal round; ``alanine_vacuum_6_hbonds`` is the lean setting with
 ``constraints=HBonds`` and 2 fs steps (what most users' scripts run).
-Both samplers run the same Langevin dynamics per iteration on the same
-platform (Reference for 22 atoms and for the double well, CPU with one
+Both samplers run the same Langevin dynamics per iteration, velocities kept
+between iterations and rescaled at a swap (since session 17; earlier
+results kept them unscaled on both sides, which heats the 300 K ensemble:
+docs/exactness.md, "Velocities at a swap"), on the same platform (Reference for 22 atoms and for the double well, CPU with one
 thread in implicit solvent) from the same starting configurations.
 """
 import os
@@ -37,6 +39,7 @@ from openmmtools import cache, mcmc, multistate, states, testsystems
 from openmm_ddpm.app import double_well
 from openmm_ddpm.coordinates.geometry import dihedral
 from openmm_ddpm.multistate import DDPMParallelTemperingSampler, export_proposal_model
+from openmm_ddpm.multistate.velocities import rescale_swapped_velocities
 
 PHI_ATOMS = [4, 6, 8, 14]  # C(ACE) N CA C of alanine dipeptide
 
@@ -152,14 +155,30 @@ SYSTEMS = {
 }
 
 
+class RescalingParallelTemperingSampler(multistate.ParallelTemperingSampler):
+    """openmmtools' parallel tempering with swapped replicas' velocities rescaled to their new temperature.
+
+    The dynamics keep velocities between iterations, as the augmented
+    sampler's do, and both rescale at a swap (``openmm_ddpm.multistate.velocities``),
+    so plain and augmented sample the same, exact ensembles. (Results made
+    before this class existed kept the velocities unscaled on both sides.)
+    """
+
+    def _mix_replicas(self):
+        before = np.array(self._replica_thermodynamic_states, copy=True)
+        after = super()._mix_replicas()
+        rescale_swapped_velocities(self._sampler_states, self._thermodynamic_states, before, after)
+        return after
+
+
 def make_sampler(compared, kind, seed):
-    """openmmtools' ParallelTemperingSampler ('plain') or ours ('augmented') with the system's dynamics."""
+    """Plain parallel tempering (``RescalingParallelTemperingSampler``) or ours ('augmented'), the same dynamics."""
     timestep, collision = compared.timestep_fs * unit.femtosecond, 1.0 / unit.picosecond
     if kind == "plain":
         move = mcmc.LangevinDynamicsMove(timestep=timestep, collision_rate=collision, n_steps=compared.md_steps,
                                          reassign_velocities=False)
-        return multistate.ParallelTemperingSampler(mcmc_moves=move, number_of_iterations=10**9,
-                                                   online_analysis_interval=None)
+        return RescalingParallelTemperingSampler(mcmc_moves=move, number_of_iterations=10**9,
+                                                 online_analysis_interval=None)
     return DDPMParallelTemperingSampler(
         number_of_iterations=10**9, online_analysis_interval=None, seed=seed,
         dynamics=dict(timestep=timestep, collision_rate=collision, n_steps=compared.md_steps,
