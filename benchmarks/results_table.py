@@ -29,6 +29,7 @@ KINDS = {  # file name prefix -> what the benchmark measures
     "mapped_exchange": "replica exchange through the model's flow map, offline: acceptance and rare-basin arrivals",
     "bond_angle_conditional": "closed-form Gaussians for bonds and angles at fixed torsions: their ESS",
     "held_solvent_move": "a solute model's proposals in explicit water with the water held, against vacuum",
+    "velocities_at_swaps": "plain PT with velocities kept / rescaled / reassigned at a swap: <u> and kinetic energy at 300 K",
 }
 
 
@@ -62,6 +63,9 @@ def headline(result):
             f"{r['mapped_acceptance']:.2g} / {r['plain_acceptance']:.2g} at {r['partner_kelvin']:.0f} K" for r in rows))
     if rows and "mode" in rows[0]:
         parts.append("conditional ESS fraction: " + ", ".join(f"{r['mode']} {r['ess_fraction_mean']:.2f}" for r in rows))
+    if "mean_kinetic_energy_300K_kT" in result:
+        parts.append("{}: <u(300 K)> {:.2f} +- {:.2f} kT, kinetic energy {:.2f} kT (equipartition 31.5)".format(
+            result["mode"], result["mean_reduced_potential_300K"], result["error"], result["mean_kinetic_energy_300K_kT"]))
     held = result.get("results") or {}
     if "explicit_water_held" in held:
         parts.append("acceptance in water (held) / vacuum: {:.2f} / {:.2f}; median best-candidate gap {:.0f} kT".format(
