@@ -39,7 +39,7 @@ from openmmtools import cache, mcmc, multistate, states, testsystems
 from openmm_ddpm.app import double_well
 from openmm_ddpm.coordinates.geometry import dihedral
 from openmm_ddpm.multistate import DDPMParallelTemperingSampler, export_proposal_model
-from openmm_ddpm.multistate.velocities import rescale_swapped_velocities
+from openmm_ddpm.multistate.velocities import RescaledSwapsMixin
 
 PHI_ATOMS = [4, 6, 8, 14]  # C(ACE) N CA C of alanine dipeptide
 
@@ -155,7 +155,7 @@ SYSTEMS = {
 }
 
 
-class RescalingParallelTemperingSampler(multistate.ParallelTemperingSampler):
+class RescalingParallelTemperingSampler(RescaledSwapsMixin, multistate.ParallelTemperingSampler):
     """openmmtools' parallel tempering with swapped replicas' velocities rescaled to their new temperature.
 
     The dynamics keep velocities between iterations, as the augmented
@@ -163,12 +163,6 @@ class RescalingParallelTemperingSampler(multistate.ParallelTemperingSampler):
     so plain and augmented sample the same, exact ensembles. (Results made
     before this class existed kept the velocities unscaled on both sides.)
     """
-
-    def _mix_replicas(self):
-        before = np.array(self._replica_thermodynamic_states, copy=True)
-        after = super()._mix_replicas()
-        rescale_swapped_velocities(self._sampler_states, self._thermodynamic_states, before, after)
-        return after
 
 
 def make_sampler(compared, kind, seed):

@@ -51,7 +51,7 @@ from openmm_ddpm.multistate.checkpoints import (
 )
 from openmm_ddpm.multistate.learner import PHASE_PRODUCTION, OnlineLearner, phase_of, target_temperatures_kelvin
 from openmm_ddpm.multistate.support import plain_replica_exchange_reason, warn_plain_replica_exchange
-from openmm_ddpm.multistate.velocities import rescale_swapped_velocities
+from openmm_ddpm.multistate.velocities import RescaledSwapsMixin
 from openmm_ddpm.seeding import integer_seed, seed_replica_mixing
 from openmm_ddpm.settings import GROUPS, Settings
 
@@ -179,13 +179,10 @@ class DDPMSamplerMixin:
             self.energy_context_cache = EnergyContextCache(capacity=None, time_to_live=None)
 
     def _mix_replicas(self):
-        """openmmtools' replica mixing (its global numpy and numba generators seeded from the run's seed first),
-        then the velocities of every replica that changed temperature rescaled to its new one (``velocities``)."""
+        """openmmtools' replica mixing, its global numpy and numba generators seeded from the run's seed first
+        (then ``RescaledSwapsMixin`` rescales the velocities of every replica that changed temperature)."""
         seed_replica_mixing(self._seed, self._iteration)
-        before = np.array(self._replica_thermodynamic_states, copy=True)
-        after = super()._mix_replicas()
-        rescale_swapped_velocities(self._sampler_states, self._thermodynamic_states, before, after)
-        return after
+        return super()._mix_replicas()
 
     def _propagate_replicas(self):
         """openmmtools' propagation, then the streamed frames to rank 0: learn, propose, broadcast."""
@@ -369,7 +366,7 @@ class DDPMSamplerMixin:
         logger.info(f"restored the DDPM learning state of iteration {iteration}")
 
 
-class DDPMParallelTemperingSampler(DDPMSamplerMixin, ParallelTemperingSampler):
+class DDPMParallelTemperingSampler(DDPMSamplerMixin, RescaledSwapsMixin, ParallelTemperingSampler):
     __doc__ = (
         "``openmmtools.multistate.ParallelTemperingSampler`` with online diffusion training "
         "and exact generative proposals.\n" + DDPMSamplerMixin.__doc__.split("\n", 2)[2]
@@ -385,7 +382,7 @@ class DDPMParallelTemperingSampler(DDPMSamplerMixin, ParallelTemperingSampler):
                        temperatures=temperatures, **kwargs)
 
 
-class DDPMReplicaExchangeSampler(DDPMSamplerMixin, ReplicaExchangeSampler):
+class DDPMReplicaExchangeSampler(DDPMSamplerMixin, RescaledSwapsMixin, ReplicaExchangeSampler):
     __doc__ = (
         "``openmmtools.multistate.ReplicaExchangeSampler`` with online diffusion training and exact "
         "generative proposals for states that share one System and differ only in temperature (other ladders run "

@@ -48,3 +48,13 @@ def rescale_swapped_velocities(sampler_states, thermodynamic_states, states_befo
             sampler_states[replica].velocities = velocities * float(np.sqrt(ratio))
             rescaled += 1
     return rescaled
+
+
+class RescaledSwapsMixin:
+    """Mixed into an openmmtools replica-exchange sampler: its mixing, then ``rescale_swapped_velocities``."""
+
+    def _mix_replicas(self):
+        before = np.array(self._replica_thermodynamic_states, copy=True)
+        after = super()._mix_replicas()
+        rescale_swapped_velocities(self._sampler_states, self._thermodynamic_states, before, after)
+        return after
