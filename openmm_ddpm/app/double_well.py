@@ -24,10 +24,12 @@ from dataclasses import dataclass
 import numpy as np
 import openmm
 from openmm import unit
-from openmmtools import cache, mcmc, multistate, states
+from openmmtools import cache, multistate, states
 
 from openmm_ddpm.analysis import batch_means_standard_error
+from openmm_ddpm.moves.streaming import SeededLangevinDynamicsMove
 from openmm_ddpm.multistate import DDPMParallelTemperingSampler, read_ddpm_statistics
+from openmm_ddpm.seeding import integer_seed, seed_replica_mixing
 from openmm_ddpm.settings import DynamicsSettings
 from openmm_ddpm.testsystems import DoubleWell2D
 
@@ -73,12 +75,29 @@ def augmented_sampler(n_iterations, freeze_after, seed):
     )
 
 
-def plain_sampler(n_iterations):
-    """openmmtools' parallel tempering with the same Langevin dynamics."""
-    move = mcmc.LangevinDynamicsMove(timestep=DYNAMICS.timestep, collision_rate=DYNAMICS.collision_rate,
-                                     n_steps=DYNAMICS.n_steps, reassign_velocities=False)
-    return multistate.ParallelTemperingSampler(mcmc_moves=move, number_of_iterations=n_iterations,
-                                               online_analysis_interval=None)
+class SeededParallelTemperingSampler(multistate.ParallelTemperingSampler):
+    """openmmtools' parallel tempering, its replica mixing seeded per iteration as the augmented sampler's is."""
+
+    def __init__(self, seed, **kwargs):
+        super().__init__(**kwargs)
+        self._mixing_seed = seed
+
+    def _mix_replicas(self):
+        seed_replica_mixing(self._mixing_seed, self._iteration)
+        return super()._mix_replicas()
+
+
+def plain_sampler(n_iterations, seed=0):
+    """openmmtools' parallel tempering with the same Langevin dynamics, every random stream seeded from ``seed``.
+
+    On the Reference platform the run then repeats exactly, so a test of it
+    gives the same answer every time.
+    """
+    move = SeededLangevinDynamicsMove(timestep=DYNAMICS.timestep, collision_rate=DYNAMICS.collision_rate,
+                                      n_steps=DYNAMICS.n_steps, reassign_velocities=False,
+                                      random_seed=integer_seed(seed, "dynamics"))
+    return SeededParallelTemperingSampler(seed, mcmc_moves=move, number_of_iterations=n_iterations,
+                                          online_analysis_interval=None)
 
 
 def run(sampler, system, storage):
@@ -178,7 +197,7 @@ def compare(n_iterations, freeze_after, burn_in, directory=None, seed=0):
     os.makedirs(directory, exist_ok=True)
     storages = {"plain PT": os.path.join(directory, "plain.nc"), "augmented": os.path.join(directory, "augmented.nc")}
     print(f"plain parallel tempering, {n_iterations} iterations ...", flush=True)
-    seconds = {"plain PT": run(plain_sampler(n_iterations), system, storages["plain PT"])}
+    seconds = {"plain PT": run(plain_sampler(n_iterations, seed), system, storages["plain PT"])}
     print(f"augmented parallel tempering, {n_iterations} iterations (frozen after {freeze_after}) ...", flush=True)
     seconds["augmented"] = run(augmented_sampler(n_iterations, freeze_after, seed), system, storages["augmented"])
     first = freeze_after + burn_in

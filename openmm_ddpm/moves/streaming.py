@@ -9,7 +9,45 @@ from openmm import unit
 from openmmtools import mcmc
 
 
-class StreamingLangevinMove(mcmc.LangevinDynamicsMove):
+class SeededLangevinDynamicsMove(mcmc.LangevinDynamicsMove):
+    """``LangevinDynamicsMove`` whose integrator starts a given random-number stream.
+
+    Parameters
+    ----------
+    random_seed : int, optional
+        Seed of the Langevin integrator's random numbers (1 to 2**31 - 1).
+        OpenMM seeds a random-number stream when a Context is created, so
+        every Context the move creates starts the same stream. None
+        (default): OpenMM picks a fresh seed for each Context.
+    **kwargs
+        As ``openmmtools.mcmc.LangevinDynamicsMove``.
+    """
+
+    def __init__(self, random_seed=None, **kwargs):
+        super().__init__(**kwargs)
+        if random_seed is not None and not 0 < int(random_seed) < 2**31:
+            raise ValueError(f"random_seed must be None or an integer in [1, 2**31), got {random_seed} "
+                             "(0 asks OpenMM for a random seed)")
+        self.random_seed = None if random_seed is None else int(random_seed)
+
+    def _get_integrator(self, thermodynamic_state):
+        integrator = super()._get_integrator(thermodynamic_state)
+        if self.random_seed is not None:
+            integrator.setRandomNumberSeed(self.random_seed)
+        return integrator
+
+    def __getstate__(self):
+        serialization = super().__getstate__()
+        serialization["random_seed"] = self.random_seed
+        return serialization
+
+    def __setstate__(self, serialization):
+        serialization = dict(serialization)
+        self.random_seed = serialization.pop("random_seed", None)
+        super().__setstate__(serialization)
+
+
+class StreamingLangevinMove(SeededLangevinDynamicsMove):
     """``LangevinDynamicsMove`` that records a frame every ``stream_stride`` steps.
 
     The ``n_steps`` of one ``apply`` run in chunks of ``stream_stride``
@@ -48,22 +86,12 @@ class StreamingLangevinMove(mcmc.LangevinDynamicsMove):
     """
 
     def __init__(self, stream_stride=50, random_seed=None, **kwargs):
-        super().__init__(**kwargs)
+        super().__init__(random_seed=random_seed, **kwargs)
         if stream_stride < 1 or self.n_steps % stream_stride != 0:
             raise ValueError(f"stream_stride ({stream_stride}) must be >= 1 and divide n_steps ({self.n_steps})")
-        if random_seed is not None and not 0 < int(random_seed) < 2**31:
-            raise ValueError(f"random_seed must be None or an integer in [1, 2**31), got {random_seed} "
-                             "(0 asks OpenMM for a random seed)")
         self.stream_stride = int(stream_stride)
-        self.random_seed = None if random_seed is None else int(random_seed)
         self.streamed_frames = []
         self.recording = True
-
-    def _get_integrator(self, thermodynamic_state):
-        integrator = super()._get_integrator(thermodynamic_state)
-        if self.random_seed is not None:
-            integrator.setRandomNumberSeed(self.random_seed)
-        return integrator
 
     def apply(self, thermodynamic_state, sampler_state, context_cache=None):
         if not self.recording:
@@ -87,13 +115,11 @@ class StreamingLangevinMove(mcmc.LangevinDynamicsMove):
     def __getstate__(self):
         serialization = super().__getstate__()
         serialization["stream_stride"] = self.stream_stride
-        serialization["random_seed"] = self.random_seed
         return serialization
 
     def __setstate__(self, serialization):
         serialization = dict(serialization)
         self.stream_stride = serialization.pop("stream_stride")
-        self.random_seed = serialization.pop("random_seed", None)
         super().__setstate__(serialization)
         self.streamed_frames = []
         self.recording = True
