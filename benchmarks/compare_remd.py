@@ -26,8 +26,9 @@ counts a bias the error bars miss. Results:
 
 python benchmarks/compare_remd.py --system double_well|alanine_vacuum_6|alanine_vacuum_2|alanine_implicit_6
     [--minutes M] [--seeds N] [--quick] [--traces DIR] [--analyze-only]
-python benchmarks/compare_remd.py --reference alanine_vacuum_6 --minutes 60   (reference: one long plain run by MBAR,
-    combined with the earlier one of alanine_dipeptide_reference.py)
+    [--all-at-once [--first-core C]] [--runs-only] [--tag NAME]
+python benchmarks/compare_remd.py --reference alanine_vacuum_6 --minutes 60 [--runs N]   (reference: N independent plain
+    runs by MBAR, at once, combined by inverse variance)
 """
 import argparse
 import json
@@ -52,6 +53,21 @@ def trace_path(traces, system, kind, seed):
     return os.path.join(traces, f"{system}_{kind}_seed{seed}.npz")
 
 
+def spawn_worker(kind, system, seed, seconds, traces, core):
+    """One sampler's run in a subprocess pinned to ``core`` with one thread; its log beside its trace."""
+    argv = [sys.executable, os.path.abspath(__file__), "--worker", kind, "--system", system, "--seed", str(seed),
+            "--seconds", str(seconds), "--traces", traces, "--core", str(core)]
+    environment = dict(os.environ, OMP_NUM_THREADS="1", OPENMM_CPU_THREADS="1", MKL_NUM_THREADS="1")
+    log = open(trace_path(traces, system, kind, seed).replace(".npz", ".log"), "w")
+    return subprocess.Popen(argv, env=environment, stdout=log, stderr=subprocess.STDOUT)
+
+
+def wait_for(processes, traces):
+    codes = [p.wait() for p in processes]
+    if any(codes):
+        raise RuntimeError(f"a worker failed (exit codes {codes}): see the .log files in {traces}")
+
+
 def run_pair(system, seed, seconds, traces, swap_cores, one_core=False):
     """Both samplers for one seed, each pinned to one core with one thread; waits for both.
 
@@ -64,16 +80,18 @@ def run_pair(system, seed, seconds, traces, swap_cores, one_core=False):
     kinds = SAMPLERS[::-1] if one_core and swap_cores else SAMPLERS
     processes = []
     for kind, core in zip(kinds, [cores[0]] * 2 if one_core else cores * 2):
-        argv = [sys.executable, os.path.abspath(__file__), "--worker", kind, "--system", system, "--seed", str(seed),
-                "--seconds", str(seconds), "--traces", traces, "--core", str(core)]
-        environment = dict(os.environ, OMP_NUM_THREADS="1", OPENMM_CPU_THREADS="1", MKL_NUM_THREADS="1")
-        log = open(trace_path(traces, system, kind, seed).replace(".npz", ".log"), "w")
-        processes.append(subprocess.Popen(argv, env=environment, stdout=log, stderr=subprocess.STDOUT))
+        processes.append(spawn_worker(kind, system, seed, seconds, traces, core))
         if one_core:
             processes[-1].wait()
-    codes = [p.wait() for p in processes]
-    if any(codes):
-        raise RuntimeError(f"a worker failed (exit codes {codes}): see the .log files in {traces}")
+    wait_for(processes, traces)
+
+
+def run_all_at_once(runs, system, seconds, traces, first_core):
+    """Every (kind, seed) run at the same time, each pinned to its own core from ``first_core`` on (a many-core machine)."""
+    cores = sorted(os.sched_getaffinity(0))[first_core:first_core + len(runs)]
+    if len(cores) < len(runs):
+        raise SystemExit(f"--all-at-once needs {len(runs)} cores from core {first_core} on; this machine has {os.cpu_count()}")
+    wait_for([spawn_worker(kind, system, seed, seconds, traces, core) for (kind, seed), core in zip(runs, cores)], traces)
 
 
 def worker(args):
@@ -278,33 +296,35 @@ def reference_name(system):
     return remd_traces.SYSTEMS[system].reference or ("alanine_vacuum" if "vacuum" in system else "alanine_implicit")
 
 
-def write_reference(system, seconds, traces):
-    """One long plain-PT run by MBAR, combined (inverse variance) with the earlier independent reference run if any."""
-    path = trace_path(traces, system, "plain", 1000)
-    if not os.path.exists(path):
-        remd_traces.run_trace(remd_traces.SYSTEMS[system], "plain", 1000, seconds, path)
-    trace = dict(np.load(path))
-    df, error = estimate_at(trace, np.inf, "mbar")
-    name = reference_name(system)
-    this_run = {"df_kT": df, "df_error_kT": error, "iterations": int(len(trace["wall_seconds"])),
-                "wall_seconds": float(trace["wall_seconds"][-1]),
-                "estimator": "MBAR over every state, first 10 % dropped, thinned by the largest statistical inefficiency"}
-    earlier_path = os.path.join(RESULTS, f"alanine_dipeptide_reference_{name.split('_')[1]}.json")
-    if name.count("_") > 1 or not os.path.exists(earlier_path):  # no earlier run of this ensemble: this run alone
-        write_result(os.path.join(RESULTS, f"compare_reference_{name}.json"), {
-            "system": system, "df_kT": df, "df_error_kT": error, "this_run": this_run,
-            "temperatures_kelvin": trace["temperatures_kelvin"].tolist()}, __file__)
-        return
-    with open(earlier_path) as stream:
-        earlier = json.load(stream)
-    weights = np.array([error, earlier["df_error_kT"]]) ** -2.0
-    combined = float(np.dot(weights, [df, earlier["df_phi_positive_vs_negative_kT"]]) / weights.sum())
-    write_result(os.path.join(RESULTS, f"compare_reference_{name}.json"), {
+REFERENCE_SEED = 1000
+
+
+def write_reference(system, seconds, traces, n_runs=1, first_core=0):
+    """Independent long plain-PT runs by MBAR, combined by inverse variance.
+
+    The runs (seeds 1000, 1001, ...) that have no trace yet run at once, one
+    core each. Earlier references (``alanine_dipeptide_reference.py``, and
+    this function before session 18) kept velocities unscaled at a swap,
+    which heats the 300 K ensemble (docs/exactness.md, 'Velocities at a
+    swap'), so they are no longer combined in.
+    """
+    seeds = [REFERENCE_SEED + i for i in range(n_runs)]
+    missing = [seed for seed in seeds if not os.path.exists(trace_path(traces, system, "plain", seed))]
+    if missing:
+        run_all_at_once([("plain", seed) for seed in missing], system, seconds, traces, first_core)
+    runs = []
+    for seed in seeds:
+        trace = dict(np.load(trace_path(traces, system, "plain", seed)))
+        df, error = estimate_at(trace, np.inf, "mbar")
+        runs.append({"seed": seed, "df_kT": df, "df_error_kT": error, "iterations": int(len(trace["wall_seconds"])),
+                     "wall_seconds": float(trace["wall_seconds"][-1])})
+    weights = np.array([run["df_error_kT"] for run in runs]) ** -2.0
+    combined = float(np.dot(weights, [run["df_kT"] for run in runs]) / weights.sum())
+    write_result(os.path.join(RESULTS, f"compare_reference_{reference_name(system)}.json"), {
         "system": system, "df_kT": combined, "df_error_kT": float(weights.sum() ** -0.5),
-        "combined_from": "inverse-variance mean of this run (MBAR) and the earlier independent plain run",
-        "this_run": this_run,
-        "earlier_run": {"command": earlier["command"], "df_kT": earlier["df_phi_positive_vs_negative_kT"],
-                        "df_error_kT": earlier["df_error_kT"], "estimator": "the 300 K state's own samples"},
+        "combined_from": f"inverse-variance mean of {len(runs)} independent plain runs",
+        "estimator": "MBAR over every state, first 10 % dropped, thinned by the largest statistical inefficiency",
+        "velocities_at_swaps": "rescaled (RescalingParallelTemperingSampler)", "runs": runs,
         "temperatures_kelvin": trace["temperatures_kelvin"].tolist()}, __file__)
 
 
@@ -319,6 +339,12 @@ def main(argv=None):
     parser.add_argument("--analyze-only", action="store_true", help="analyse the traces already in --traces")
     parser.add_argument("--reference-df", type=float, help="kT; instead of the stored or exact reference")
     parser.add_argument("--reference", choices=sorted(remd_traces.SYSTEMS), help="write the reference from one plain run")
+    parser.add_argument("--runs", type=int, default=1, help="with --reference: independent runs, at once, one core each")
+    parser.add_argument("--all-at-once", action="store_true",
+                        help="every seed's two samplers at the same time, one core each (a machine with 2 x seeds cores)")
+    parser.add_argument("--first-core", type=int, default=0, help="with --all-at-once or --runs: the first core to use")
+    parser.add_argument("--runs-only", action="store_true", help="write the traces, analyse later (--analyze-only)")
+    parser.add_argument("--tag", default="", help="appended to the result's name, e.g. the machine")
     parser.add_argument("--one-core", action="store_true",
                         help="run the two samplers of a seed one after the other on one core (the other is busy)")
     parser.add_argument("--worker", choices=SAMPLERS, help=argparse.SUPPRESS)
@@ -330,23 +356,30 @@ def main(argv=None):
     if args.worker:
         return worker(args)
     if args.reference:
-        return write_reference(args.reference, 60.0 * args.minutes, args.traces)
+        return write_reference(args.reference, 60.0 * args.minutes, args.traces, args.runs, args.first_core)
     seconds = QUICK_SECONDS if args.quick else 60.0 * args.minutes
     seeds = list(range(args.seeds))
     start = time.perf_counter()
-    if not args.analyze_only:
+    if args.all_at_once and not args.analyze_only:
+        print(f"seeds {seeds}: plain and augmented, {seconds:.0f} s each, all at once", flush=True)
+        run_all_at_once([(kind, seed) for seed in seeds for kind in SAMPLERS], args.system, seconds, args.traces,
+                        args.first_core)
+    elif not args.analyze_only:
         for seed in seeds:
             print(f"seed {seed}: plain and augmented, {seconds:.0f} s each, " + ("in turn" if args.one_core else "at once"),
                   flush=True)
             run_pair(args.system, seed, seconds, args.traces, swap_cores=seed % 2 == 1, one_core=args.one_core)
+    if args.runs_only:
+        return
     reference, reference_source = ((args.reference_df, "--reference-df") if args.reference_df is not None
                                    else reference_df(args.system))
     result = analyse(args.system, seeds, args.traces, reference, args.points)
     result.update(reference_source=reference_source, seconds_per_run=seconds,
                   train_fraction=remd_traces.SYSTEMS[args.system].train_fraction,
-                  cores="one core, the samplers in turn" if args.one_core else "one per sampler, pinned",
+                  cores=("one core, the samplers in turn" if args.one_core else
+                         "one per run, every run at once" if args.all_at_once else "one per sampler, pinned"),
                   total_seconds=time.perf_counter() - start, command=command_line(__file__, argv))
-    name = f"compare_{args.system}" + ("_quick" if args.quick else "")
+    name = f"compare_{args.system}" + ("_quick" if args.quick else "") + (f"_{args.tag}" if args.tag else "")
     plot(result, os.path.join(RESULTS, name + ".png"))
     write_result(os.path.join(RESULTS, name + ".json"), json_safe(result), __file__, argv)
     print_table(result)

@@ -9,10 +9,12 @@ Jacobian (``ConditionedMLP.forward_with_input_jacobian``, the default)
 against the reverse-mode route any network gets; the log q accumulated
 along the forward pass (``sample(..., score_on_the_way_out=True)``: one
 Jacobian per step, no inversion); and the largest differences between them
-on the same points (issue 17, 'cheaper exact densities'). One thread;
+on the same points (issue 17, 'cheaper exact densities'). One CPU thread
+(``--device cuda``: the network on the GPU, the coordinates on the CPU);
 result in benchmarks/results/exact_density_rate_<tag>.json.
 
-python benchmarks/exact_density_rate.py (--run RUN.nc | --model MODEL.pt) --tag NAME [--batch-sizes 1 9 32] [--repeats 3]
+python benchmarks/exact_density_rate.py (--run RUN.nc | --model MODEL.pt [--device cuda]) --tag NAME [--batch-sizes 1 9 32]
+    [--repeats 3]
 """
 import argparse
 import os
@@ -86,7 +88,7 @@ def load_model(args):
     from openmm_ddpm import load_exported_model
 
     system = testsystems.AlanineDipeptideVacuum(constraints=None).system
-    return load_exported_model(args.model, system), torch.load(args.model, weights_only=True)["reference_positions"].numpy()
+    return load_exported_model(args.model, system, device=args.device), torch.load(args.model, weights_only=True)["reference_positions"].numpy()
 
 
 def main(argv=None):
@@ -97,6 +99,7 @@ def main(argv=None):
     parser.add_argument("--tag", required=True)
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 9, 32])
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--device", default="cpu", help="where the network runs with --model: cpu or cuda")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     model, reference = load_model(args)

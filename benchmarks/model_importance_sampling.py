@@ -13,6 +13,7 @@ model'). The model comes from a finished run or from ``compare_remd.py``'s
 traces (``*_model.pt``). Result: benchmarks/results/model_importance_sampling_<tag>.json.
 
 python benchmarks/model_importance_sampling.py --model MODEL.pt --tag NAME [--temperatures 300 350] [--samples 2048]
+    [--device cuda] [--batch-size 64]
 """
 import argparse
 import os
@@ -31,7 +32,7 @@ from remd_traces import phi_positive
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
-def importance_sample(model, system, reference_positions, kelvin, n_samples, seed, target_kelvin=None):
+def importance_sample(model, system, reference_positions, kelvin, n_samples, seed, target_kelvin=None, batch_size=64):
     """Draws from the model at ``kelvin``, weighted to ``target_kelvin`` (default: the same): P(phi > 0), dF, ESS, time.
 
     In vacuum the reduced potential is U / kT, so u_target = u_T T / T_target.
@@ -39,7 +40,7 @@ def importance_sample(model, system, reference_positions, kelvin, n_samples, see
     target_kelvin = kelvin if target_kelvin is None else target_kelvin
     start = time.perf_counter()
     positions, reduced, log_q = generate_with_densities(model, system, kelvin * unit.kelvin, n_samples,
-                                                        reference_positions, seed=seed)
+                                                        reference_positions, batch_size=batch_size, seed=seed)
     seconds = time.perf_counter() - start
     log_weights = -reduced * (kelvin / target_kelvin) - log_q
     finite = np.isfinite(log_weights)
@@ -62,16 +63,19 @@ def main(argv=None):
     parser.add_argument("--temperatures", type=float, nargs="+", default=[300.0, 350.0], help="K")
     parser.add_argument("--samples", type=int, default=2048)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="cpu", help="where the network runs: cpu or cuda")
+    parser.add_argument("--batch-size", type=int, default=64, help="draws per network batch")
     parser.add_argument("--target", type=float, default=None,
                         help="K: weight every temperature's draws to this one (default: each to its own)")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     system = testsystems.AlanineDipeptideVacuum(constraints=None).system
-    model = load_exported_model(args.model, system)
+    model = load_exported_model(args.model, system, device=args.device)
     reference_positions = torch.load(args.model, weights_only=True)["reference_positions"].numpy()
     rows = []
     for i, kelvin in enumerate(args.temperatures):
-        rows.append(importance_sample(model, system, reference_positions, kelvin, args.samples, args.seed + i, args.target))
+        rows.append(importance_sample(model, system, reference_positions, kelvin, args.samples, args.seed + i, args.target,
+                                      args.batch_size))
         print({key: rows[-1][key] for key in ("temperature_kelvin", "target_temperature_kelvin", "ess_fraction",
                                               "ess_phi_positive", "ess_phi_negative", "df_kT", "df_error_kT",
                                               "samples_per_second", "seconds_to_0.2kT_extrapolated")}, flush=True)

@@ -121,7 +121,7 @@ def export_proposal_model(learner, path, iteration):
     return save_atomic(state, path)
 
 
-def load_exported_model(path, system, expected_sha256=None):
+def load_exported_model(path, system, expected_sha256=None, device="cpu"):
     """The proposal model of ``export_proposal_model``, for the System it was trained on.
 
     Parameters
@@ -131,6 +131,9 @@ def load_exported_model(path, system, expected_sha256=None):
         Rotor symmetry is verified on it again.
     expected_sha256 : str, optional
         Refuse the file if its hash differs.
+    device : str, optional
+        Where the network runs: 'cpu' (default), 'cuda', 'cuda:N' or 'auto'
+        (as ``ModelSettings.device``). Coordinates and energies stay on the CPU.
 
     Returns
     -------
@@ -139,7 +142,7 @@ def load_exported_model(path, system, expected_sha256=None):
     """
     state = load_verified(path, expected_sha256)
     settings = Settings.from_dict({name: state["settings"].get(name) for name in GROUPS})
-    settings = dataclasses.replace(settings, model=dataclasses.replace(settings.model, device="cpu"))
+    settings = dataclasses.replace(settings, model=dataclasses.replace(settings.model, device=device))
     learner = OnlineLearner(settings, system, state["reference_positions"].numpy())
     learner._rebuild_model(state)
     learner.trainer.ema_network.load_state_dict(state["ema_network"])
