@@ -33,6 +33,7 @@ setup(
         "netCDF4",
         "pyyaml",
         "matplotlib",
+        "tqdm",
     ],
     extras_require={"test": ["pytest"], "mpi": ["mpi4py", "mpich"]},
     entry_points={"console_scripts": ["openmm-ddpm=openmm_ddpm.app.cli:main"]},

@@ -62,7 +62,7 @@ def main(argv=None):
 
     test_system = testsystems.AlanineDipeptideVacuum(constraints=None)
     model = load_exported_model(args.model, test_system.system)
-    reference = torch.load(args.model, weights_only=True)["reference_positions"].numpy()
+    reference = torch.load(args.model, map_location="cpu", weights_only=True)["reference_positions"].numpy()
     representation = model.representation
     target = args.temperatures[0] * unit.kelvin
     start = time.perf_counter()

@@ -79,7 +79,7 @@ def main(argv=None):
     torch.set_num_threads(1)
     molecule = testsystems.AlanineDipeptideVacuum(constraints=None)
     model = load_exported_model(args.model, molecule.system)
-    reference_positions = torch.load(args.model, weights_only=True)["reference_positions"].numpy()
+    reference_positions = torch.load(args.model, map_location="cpu", weights_only=True)["reference_positions"].numpy()
     rows = []
     for spec in args.specs:
         kelvin, n_samples, seed = spec.split(":")

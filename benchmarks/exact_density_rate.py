@@ -88,7 +88,7 @@ def load_model(args):
     from openmm_ddpm import load_exported_model
 
     system = testsystems.AlanineDipeptideVacuum(constraints=None).system
-    return load_exported_model(args.model, system, device=args.device), torch.load(args.model, weights_only=True)["reference_positions"].numpy()
+    return load_exported_model(args.model, system, device=args.device), torch.load(args.model, map_location="cpu", weights_only=True)["reference_positions"].numpy()
 
 
 def main(argv=None):

@@ -71,7 +71,7 @@ def main(argv=None):
     torch.set_num_threads(1)
     system = testsystems.AlanineDipeptideVacuum(constraints=None).system
     model = load_exported_model(args.model, system, device=args.device)
-    reference_positions = torch.load(args.model, weights_only=True)["reference_positions"].numpy()
+    reference_positions = torch.load(args.model, map_location="cpu", weights_only=True)["reference_positions"].numpy()
     rows = []
     for i, kelvin in enumerate(args.temperatures):
         rows.append(importance_sample(model, system, reference_positions, kelvin, args.samples, args.seed + i, args.target,

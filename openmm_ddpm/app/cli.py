@@ -1,5 +1,11 @@
-"""The ``openmm-ddpm`` command line (grows with the project)."""
+"""The ``openmm-ddpm`` command line: ``openmm-ddpm run [CONFIG.yaml] [--out DIR]``.
+
+A user's mistake ends in one line that says what to fix (exit status 2);
+``--debug`` shows the traceback instead.
+"""
 import argparse
+import logging
+import sys
 
 from openmm_ddpm._version import __version__
 
@@ -11,14 +17,57 @@ def build_parser():
         description="Exact diffusion-model proposals for OpenMM replica exchange.",
     )
     parser.add_argument("--version", action="version", version=f"openmm-ddpm {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    run = commands.add_parser("run", help="run (or resume) augmented parallel tempering; everything goes into --out",
+                              description="Run augmented parallel tempering from a YAML config (without one: the "
+                                          "built-in alanine dipeptide run, ~10 minutes on one CPU core). Running again "
+                                          "on the same --out resumes; another config there is refused.")
+    run.add_argument("config", nargs="?", help="YAML run configuration (openmm_ddpm.app.config)")
+    run.add_argument("--out", default="openmm_ddpm_run", help="the run directory (default: %(default)s)")
+    run.add_argument("--iterations", type=int, help="override the config's iterations (e.g. to extend a run)")
+    run.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
 
 
 def main(argv=None):
-    """Entry point of the ``openmm-ddpm`` console script."""
+    """Entry point of the ``openmm-ddpm`` console script; returns the exit status."""
     parser = build_parser()
-    parser.parse_args(argv)
-    print(f"openmm-ddpm {__version__}")
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    try:
+        return _run(args)
+    except Exception as error:  # a user's mistake: one line, unless --debug
+        from openmm_ddpm.app.config import ConfigError
+
+        if args.debug or not isinstance(error, (ConfigError, FileNotFoundError)):
+            raise
+        print(f"openmm-ddpm {args.command}: error: {error}", file=sys.stderr)
+        return 2
+
+
+def _run(args):
+    import dataclasses
+
+    from openmm_ddpm.app.config import ConfigError, load_config
+    from openmm_ddpm.app.run import run
+
+    config = load_config(args.config)
+    if args.iterations is not None:
+        if args.iterations < 1:
+            raise ConfigError(f"--iterations must be a positive integer, got {args.iterations}")
+        config = dataclasses.replace(config, iterations=args.iterations)
+    console = logging.StreamHandler()
+    console.setLevel(logging.WARNING)  # the progress bar says what INFO would; run.log in --out keeps INFO
+    logging.basicConfig(handlers=[console], format="%(message)s")
+    result = run(config, args.out, progress=not args.quiet)
+    acceptance = result.production_acceptance
+    print(f"{result.directory}: {result.iterations} iterations ({result.iterations - result.resumed_from} in "
+          f"{result.wall_seconds:.0f} s), production acceptance at the target state "
+          + (f"{acceptance:.2f}" if acceptance == acceptance else "- (no production moves yet)")
+          + (f"; model: {result.model_path}" if result.model_path else ""))
     return 0
 
 

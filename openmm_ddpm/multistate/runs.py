@@ -115,9 +115,9 @@ def export_proposal_model(learner, path, iteration):
         "package_version": __version__, "iteration": int(iteration),
         "settings": {name: getattr(learner.settings, name).to_dict() for name in GROUPS},
         "reference_positions": torch.as_tensor(learner.reference_positions),
-        "ema_network": learner.trainer.ema_network.state_dict(),
+        "ema_network": {name: value.detach().cpu() for name, value in learner.trainer.ema_network.state_dict().items()},
         **learner._representation_state(),
-    }
+    }  # CPU tensors: a model trained on a GPU loads anywhere
     return save_atomic(state, path)
 
 

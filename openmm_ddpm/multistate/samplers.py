@@ -141,6 +141,11 @@ class DDPMSamplerMixin:
         return self._learner
 
     @property
+    def last_iteration_statistics(self):
+        """This iteration's ``ddpm_*`` statistics (phase, training loss and seconds, proposals, acceptance); {} before any."""
+        return dict(self._ddpm_iteration_statistics or {})
+
+    @property
     def run_directory(self):
         """Directory of the model checkpoints, next to the storage file."""
         return run_directory_of(self._reporter.filepath)

@@ -1,0 +1,205 @@
+"""``openmm-ddpm run``: an augmented replica-exchange run whose directory holds everything it makes.
+
+The directory: ``config.yaml`` (the resolved configuration, with the
+package version), ``run.nc`` (openmmtools storage, with the model
+checkpoints beside it), ``run.log`` and, at the end, ``model.pt`` (the
+frozen proposal model, ``openmm_ddpm.load_exported_model``). Running again
+on the same directory with the same configuration resumes where the
+storage's last checkpoint left off (a larger ``iterations`` extends the
+run); a different configuration is refused, so nothing is overwritten.
+"""
+import logging
+import os
+import time
+from dataclasses import dataclass
+
+import openmm
+import yaml
+from openmm import app, unit
+
+from openmm_ddpm._version import __version__
+from openmm_ddpm.app.config import ConfigError, parse_config
+
+CONFIG_NAME, STORAGE_NAME, LOG_NAME, MODEL_NAME = "config.yaml", "run.nc", "run.log", "model.pt"
+ANALYSIS_ATOMS = 1000  # systems up to this size store every atom's position every iteration (openmmtools' analysis particles)
+SMALL_SYSTEM_ATOMS = 100  # below this, OpenMM's Reference platform beats CPU and GPU on one core (measured: 22 atoms)
+
+
+@dataclass
+class RunResult:
+    """What a run left behind and how it went.
+
+    Attributes
+    ----------
+    directory : str
+    iterations : int
+        Iterations in storage at the end.
+    resumed_from : int
+        Iteration the run started from (0 for a new run).
+    wall_seconds : float
+        Time of this invocation, s.
+    production_acceptance : float
+        Accepted / proposed moves in the production phase of this invocation (NaN if none).
+    model_path : str or None
+        The exported model, if the model was trained.
+    """
+
+    directory: str
+    iterations: int
+    resumed_from: int
+    wall_seconds: float
+    production_acceptance: float
+    model_path: str
+
+
+def build_system(spec):
+    """(openmm.System, positions Quantity, openmm.app.Topology) of a ``SystemSpec``."""
+    constraints = app.HBonds if spec.constraints == "hbonds" else None
+    if spec.builtin is not None:
+        from openmmtools import testsystems
+
+        factory = {"alanine_dipeptide_vacuum": testsystems.AlanineDipeptideVacuum,
+                   "alanine_dipeptide_implicit": testsystems.AlanineDipeptideImplicit}[spec.builtin]
+        molecule = factory(constraints=constraints)
+        return molecule.system, molecule.positions, molecule.topology
+    if spec.prmtop is not None:
+        prmtop, inpcrd = app.AmberPrmtopFile(spec.prmtop), app.AmberInpcrdFile(spec.inpcrd)
+        periodic = inpcrd.boxVectors is not None
+        system = prmtop.createSystem(nonbondedMethod=app.PME if periodic else app.NoCutoff, constraints=constraints)
+        if periodic:
+            system.setDefaultPeriodicBoxVectors(*inpcrd.boxVectors)
+        return system, inpcrd.positions, prmtop.topology
+    pdb = app.PDBFile(spec.pdb)
+    if spec.xml is not None:
+        with open(spec.xml) as stream:
+            system = openmm.XmlSerializer.deserialize(stream.read())
+        if system.getNumParticles() != pdb.topology.getNumAtoms():
+            raise ConfigError(f"system.xml has {system.getNumParticles()} particles but system.pdb "
+                              f"{pdb.topology.getNumAtoms()} atoms: give the PDB the System was built from")
+        return system, pdb.positions, pdb.topology
+    try:
+        forcefield = app.ForceField(*spec.forcefield)
+        periodic = pdb.topology.getPeriodicBoxVectors() is not None
+        system = forcefield.createSystem(pdb.topology, nonbondedMethod=app.PME if periodic else app.NoCutoff,
+                                         constraints=constraints)
+    except (ValueError, OSError) as error:
+        raise ConfigError(f"system.forcefield: {str(error).splitlines()[0]}") from None
+    return system, pdb.positions, pdb.topology
+
+
+def choose_platform(name, n_atoms):
+    """The OpenMM platform for ``name``; 'auto': Reference for small systems, else CUDA, OpenCL or CPU, the first there."""
+    available = [openmm.Platform.getPlatform(i).getName() for i in range(openmm.Platform.getNumPlatforms())]
+    if name == "auto":
+        order = ("Reference",) if n_atoms < SMALL_SYSTEM_ATOMS else ("CUDA", "OpenCL", "CPU", "Reference")
+        name = next(candidate for candidate in order if candidate in available)
+    if name not in available:
+        raise ConfigError(f"platform {name!r} is not available here (OpenMM has {', '.join(available)}): choose another")
+    return openmm.Platform.getPlatformByName(name)
+
+
+def write_config(config, path):
+    """The resolved configuration as YAML, headed by the package version."""
+    with open(path, "w") as stream:
+        stream.write(f"# openmm-ddpm {__version__}: the resolved configuration of this run\n")
+        yaml.safe_dump(config.to_dict(), stream, sort_keys=False)
+
+
+def check_same_run(config, directory):
+    """Refuse a directory whose run was made with another configuration (``iterations`` may differ)."""
+    with open(os.path.join(directory, CONFIG_NAME)) as stream:
+        stored = parse_config(yaml.safe_load(stream), base=directory).to_dict()
+    new = config.to_dict()
+    for key in new:
+        if key != "iterations" and stored.get(key) != new[key]:
+            raise ConfigError(f"{directory} holds a run with another {key!r}: give another --out for a new run, "
+                              "or the same configuration to resume it")
+
+
+def run(config=None, directory="openmm_ddpm_run", progress=True):
+    """Run (or resume) the augmented sampler for ``config`` in ``directory``; returns a ``RunResult``.
+
+    Parameters
+    ----------
+    config : RunConfig, optional
+        Default: the built-in run (``openmm_ddpm.app.config.default_config``).
+    directory : str
+    progress : bool
+        Show a progress bar (tqdm) with phase, acceptance, loss and time left.
+    """
+    from openmmtools import cache, multistate, states
+
+    from openmm_ddpm.multistate import DDPMParallelTemperingSampler, export_proposal_model
+
+    config = config or parse_config({})
+    os.makedirs(directory, exist_ok=True)
+    storage, config_path = os.path.join(directory, STORAGE_NAME), os.path.join(directory, CONFIG_NAME)
+    system, positions, _ = build_system(config.system)
+    cache.global_context_cache.empty()  # a platform is set on an empty cache only (a second run in one process)
+    cache.global_context_cache.set_platform(choose_platform(config.platform, system.getNumParticles()))
+    handler = _log_to(os.path.join(directory, LOG_NAME))
+    try:
+        if os.path.exists(storage):
+            if not os.path.exists(config_path):
+                raise ConfigError(f"{storage} exists without {CONFIG_NAME}: not an openmm-ddpm run; give another --out")
+            check_same_run(config, directory)
+            sampler = DDPMParallelTemperingSampler.from_storage(storage)
+        else:
+            write_config(config, config_path)
+            sampler = DDPMParallelTemperingSampler(number_of_iterations=config.iterations, online_analysis_interval=None,
+                                                   settings=config.settings)
+            n_atoms = system.getNumParticles()  # every iteration's positions for analysis, where that stays small
+            reporter = multistate.MultiStateReporter(storage, checkpoint_interval=config.checkpoint_interval,
+                                                     analysis_particle_indices=list(range(n_atoms))
+                                                     if n_atoms <= ANALYSIS_ATOMS else [])
+            kelvins = [t * unit.kelvin for t in config.temperatures_kelvin]
+            sampler.create(states.ThermodynamicState(system, kelvins[0]), states.SamplerState(positions), reporter,
+                           temperatures=kelvins, n_temperatures=len(kelvins))
+        result = _iterate(sampler, config.iterations, progress)
+        if sampler.learner is not None and sampler.learner.trainer is not None:
+            result.model_path = os.path.join(directory, MODEL_NAME)
+            export_proposal_model(sampler.learner, result.model_path, sampler.iteration)
+        result.directory = directory
+        sampler._reporter.close()
+        return result
+    finally:
+        logging.getLogger("openmm_ddpm").removeHandler(handler)
+        handler.close()
+
+
+def _iterate(sampler, n_iterations, progress):
+    """Run to ``n_iterations``, one iteration at a time, with a progress bar; the counts of this invocation."""
+    from tqdm import tqdm
+
+    start_iteration, start = sampler.iteration, time.perf_counter()
+    sampler.number_of_iterations = max(sampler.number_of_iterations, n_iterations)  # a resumed run may be extended
+    accepted = proposed = 0
+    bar = tqdm(total=n_iterations, initial=start_iteration, unit="it", disable=not progress, dynamic_ncols=True)
+    while sampler.iteration < n_iterations:
+        sampler.run(1)
+        statistics = sampler.last_iteration_statistics
+        production = statistics.get("ddpm_phase") == 1
+        if production and statistics.get("ddpm_n_candidates", 0) > 0:
+            proposed += len(sampler.settings.proposals.target_states)
+            accepted += statistics["ddpm_n_accepted"]
+        loss = statistics.get("ddpm_training_loss", float("nan"))
+        bar.set_postfix(phase="production" if production else "learning",
+                        acceptance=f"{accepted / proposed:.2f}" if proposed else "-",
+                        loss=f"{loss:.3f}" if loss == loss else "-", refresh=False)
+        bar.update(1)
+    bar.close()
+    return RunResult("", sampler.iteration, start_iteration, time.perf_counter() - start,
+                     accepted / proposed if proposed else float("nan"), None)
+
+
+def _log_to(path):
+    """Send the package's log (INFO and up) to ``path`` as well."""
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+    package_logger = logging.getLogger("openmm_ddpm")
+    package_logger.addHandler(handler)
+    package_logger.setLevel(min(package_logger.level or logging.INFO, logging.INFO))
+    return handler
+
+
+__all__ = ["RunResult", "build_system", "choose_platform", "run"]

@@ -1,0 +1,107 @@
+"""``openmm-ddpm run``: the YAML config (every mistake one line naming the key), the run directory, resuming."""
+import os
+
+import numpy as np
+import pytest
+import yaml
+from openmmtools import multistate
+
+from openmm_ddpm.app import cli
+from openmm_ddpm.app.config import ConfigError, default_config, load_config, parse_config
+
+TINY = {
+    "system": {"builtin": "alanine_dipeptide_vacuum"},
+    "temperatures": {"min": "300 K", "max": "600 K", "n": 3},
+    "iterations": 6, "platform": "Reference", "checkpoint_interval": 2,
+    "settings": {"representation": {"kind": "internal"}, "model": {"width": 16, "depth": 1, "n_steps": 4},
+                 "training": {"train_steps": 2, "min_buffer_frames": 10},
+                 "proposals": {"target_states": [0], "n_candidates": 2, "min_training_steps": 4},
+                 "dynamics": {"n_steps": 20, "stream_stride": 10}, "freeze_after": 3, "seed": 1},
+}
+
+
+def write(path, values):
+    with open(path, "w") as stream:
+        yaml.safe_dump(values, stream)
+    return str(path)
+
+
+@pytest.mark.parametrize("values, names", [
+    ({"iteration": 5}, "'iteration'"),
+    ({"temperatures": [300, 400]}, "temperatures[0] needs a unit"),
+    ({"temperatures": ["400 K", "300 K"]}, "ascending"),
+    ({"temperatures": ["300 K", "300 K"]}, "distinct"),
+    ({"temperatures": ["300 K"]}, "at least two"),
+    ({"temperatures": {"min": "300 K", "max": "200 K", "n": 4}}, "max > min"),
+    ({"temperatures": ["300 kilojoule"]}, "temperatures[0]"),
+    ({"system": {"builtin": "ubiquitin"}}, "system.builtin"),
+    ({"system": {"pdb": "missing.pdb", "forcefield": ["amber14-all.xml"]}}, "system.pdb"),
+    ({"system": {"pdb": "x.pdb"}}, "system.forcefield"),
+    ({"system": {"builtin": "alanine_dipeptide_vacuum", "constraints": "allbonds"}}, "system.constraints"),
+    ({"system": {"builtin": "alanine_dipeptide_vacuum", "solvent": "tip3p"}}, "system.solvent"),
+    ({"platform": "Metal"}, "platform"),
+    ({"iterations": 0}, "iterations"),
+    ({"settings": {"model": {"widht": 3}}}, "widht"),
+    ({"settings": {"dynamics": {"timestep": "2 meters"}}}, "timestep"),
+])
+def test_each_config_mistake_is_one_line_that_names_the_key(tmp_path, values, names, capsys):
+    with pytest.raises(ConfigError) as error:
+        parse_config(values, base=str(tmp_path))
+    message = str(error.value)
+    assert names in message and "\n" not in message
+    # the command prints that line, exit status 2, no traceback
+    assert cli.main(["run", write(tmp_path / "bad.yaml", values), "--out", str(tmp_path / "out")]) == 2
+    printed = capsys.readouterr().err
+    assert names in printed and "Traceback" not in printed and printed.count("\n") == 1
+    assert not os.path.exists(tmp_path / "out" / "run.nc")
+
+
+def test_missing_config_and_bad_yaml_are_one_line(tmp_path, capsys):
+    assert cli.main(["run", str(tmp_path / "none.yaml")]) == 2
+    (tmp_path / "broken.yaml").write_text("iterations: [1, 2\n")
+    assert cli.main(["run", str(tmp_path / "broken.yaml")]) == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 2 and "not found" in lines[0] and "not valid YAML" in lines[1]
+
+
+def test_config_round_trips_through_yaml(tmp_path):
+    for config in (default_config(), parse_config(TINY)):
+        again = load_config(write(tmp_path / "again.yaml", config.to_dict()))
+        assert again == config
+    ladder = parse_config({"temperatures": {"min": "300 K", "max": "1000 K", "n": 6}}).temperatures_kelvin
+    np.testing.assert_allclose(ladder, np.geomspace(300.0, 1000.0, 6), rtol=1e-12)
+    assert parse_config({"temperatures": ["300 K", "310.5 * kelvin", "320K"]}).temperatures_kelvin == (300.0, 310.5, 320.0)
+
+
+def test_run_writes_its_directory_resumes_and_refuses_another_config(tmp_path, capsys):
+    out = str(tmp_path / "run")
+    config = write(tmp_path / "tiny.yaml", TINY)
+    assert cli.main(["run", config, "--out", out, "--quiet"]) == 0
+    assert sorted(os.listdir(out)) >= ["config.yaml", "model.pt", "run.log", "run.nc"]
+    with open(os.path.join(out, "config.yaml")) as stream:
+        assert stream.readline().startswith("# openmm-ddpm ")
+    assert load_config(os.path.join(out, "config.yaml")) == parse_config(TINY, base=str(tmp_path))
+
+    assert cli.main(["run", config, "--out", out, "--quiet", "--iterations", "8"]) == 0  # extends the same run
+    assert "8 iterations (2 in" in capsys.readouterr().out
+    reporter = multistate.MultiStateReporter(os.path.join(out, "run.nc"), open_mode="r")
+    try:
+        assert reporter.read_last_iteration(last_checkpoint=False) == 8
+        energies = reporter.read_energies(8)[0]
+        assert energies.shape == (3, 3) and np.all(np.isfinite(energies))
+    finally:
+        reporter.close()
+
+    other = write(tmp_path / "other.yaml", {**TINY, "settings": {**TINY["settings"], "seed": 2}})
+    assert cli.main(["run", other, "--out", out, "--quiet"]) == 2
+    assert "another 'settings'" in capsys.readouterr().err
+    with open(os.path.join(out, "config.yaml")) as stream:
+        assert yaml.safe_load(stream)["settings"]["seed"] == 1  # nothing overwritten
+
+
+def test_the_readme_yaml_is_the_built_in_run():
+    import re
+
+    with open(os.path.join(os.path.dirname(__file__), "..", "README.md")) as stream:
+        block = re.search(r"```yaml\n(.*?)```", stream.read(), re.S).group(1)
+    assert parse_config(yaml.safe_load(block)) == default_config()
