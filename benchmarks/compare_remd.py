@@ -213,7 +213,9 @@ def ratio(numerator, denominator):
 
 def analyse(system, seeds, traces, reference, n_points):
     """Every run's running estimates and the comparison's summary."""
-    result = {"system": system, "reference_df_kT": reference, "bands_kT": list(BANDS), "samplers": {}}
+    result = {"system": system, "reference_df_kT": reference, "bands_kT": list(BANDS), "samplers": {},
+              "runs_machine": sorted({str(np.load(trace_path(traces, system, kind, seed)).get("machine", "not recorded"))
+                                      for kind in SAMPLERS for seed in seeds})}
     for kind, estimator in (("plain", "mbar"), ("augmented", "mbar"), ("augmented", "recycled")):
         runs = [analyse_run(dict(np.load(trace_path(traces, system, kind, seed))), estimator, reference, n_points)
                 for seed in seeds]

@@ -203,7 +203,10 @@ def run_trace(compared, kind, seed, seconds, path, directory=None):
     if kind == "augmented" and sampler.learner.proposal_model is not None:  # the frozen model, for importance sampling
         export_proposal_model(sampler.learner, path.replace(".npz", "_model.pt"), sampler.iteration)
     reporter.close()
-    np.savez_compressed(path, **rows, temperatures_kelvin=np.asarray(kelvins), seconds_budget=seconds)
+    from provenance import machine_description
+
+    np.savez_compressed(path, **rows, temperatures_kelvin=np.asarray(kelvins), seconds_budget=seconds,
+                        machine=machine_description())
     return path
 
 

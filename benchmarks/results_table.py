@@ -29,6 +29,7 @@ KINDS = {  # file name prefix -> what the benchmark measures
     "mapped_exchange": "replica exchange through the model's flow map, offline: acceptance and rare-basin arrivals",
     "bond_angle_conditional": "closed-form Gaussians for bonds and angles at fixed torsions: their ESS",
     "held_solvent_move": "a solute model's proposals in explicit water with the water held, against vacuum",
+    "proposal_move_cost": "one exact proposal move against its number of candidates K: seconds, ESS, weighted points/s",
     "velocities_at_swaps": "plain PT with velocities kept / rescaled / reassigned at a swap: <u> and kinetic energy at 300 K",
 }
 
@@ -55,6 +56,9 @@ def headline(result):
     if rows and "encode_per_second" in rows[0]:
         parts.append("exact densities/s by encoding: " + ", ".join(f"{r['encode_per_second']:.1f} (batch {r['batch']})"
                                                                  for r in rows))
+    if rows and "weighted_points_per_second" in rows[0]:
+        parts.append("s per move / weighted points per s: " + ", ".join(
+            f"{r['seconds_per_move_median']:.2f} / {r['weighted_points_per_second']:.1f} (K {r['n_candidates']})" for r in rows))
     if rows and "ess_fraction" in rows[0]:
         parts.append("ESS fraction: " + ", ".join(f"{r['ess_fraction']:.2f} at {r['temperature_kelvin']:.0f} K"
                                                   for r in rows))
@@ -78,6 +82,12 @@ def headline(result):
     return "; ".join(parts)
 
 
+def machine_of(result):
+    """Where the runs ran (``runs_machine``, when analysed elsewhere), else where the result was made."""
+    runs = [m for m in result.get("runs_machine") or [] if m != "not recorded"]
+    return "runs: " + "; ".join(runs) if runs else result.get("machine", "")
+
+
 def table():
     rows = ["| result | what | headline | date | commit | machine |", "|---|---|---|---|---|---|"]
     for path in sorted(glob.glob(os.path.join(HERE, "results", "*.json"))):
@@ -86,7 +96,7 @@ def table():
         name = os.path.basename(path)
         kind = next((v for k, v in sorted(KINDS.items(), key=lambda kv: -len(kv[0])) if name.startswith(k)), "")
         rows.append(f"| [{name}](results/{name}) | {kind} | {headline(result)} | {result.get('date', '')[:10]} | "
-                    f"{result.get('commit', '')[:8]} | {result.get('machine', '')} |")
+                    f"{result.get('commit', '')[:8]} | {machine_of(result)} |")
     return "\n".join(rows)
 
 

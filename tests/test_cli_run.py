@@ -105,3 +105,33 @@ def test_the_readme_yaml_is_the_built_in_run():
     with open(os.path.join(os.path.dirname(__file__), "..", "README.md")) as stream:
         block = re.search(r"```yaml\n(.*?)```", stream.read(), re.S).group(1)
     assert parse_config(yaml.safe_load(block)) == default_config()
+
+
+def test_analyze_reports_each_state_from_its_own_samples(tmp_path, capsys):
+    """The report's per-state P(phi > 0) is that of the configurations stored for that state (not replica)."""
+    import mdtraj
+    from openmmtools import testsystems
+
+    from openmm_ddpm.app.report import analyze
+    from openmm_ddpm.multistate.storage import read_ddpm_statistics, read_state_trajectories
+
+    out = str(tmp_path / "run")
+    # 6 ps at 2000 K visit phi > 0, 300 K does not: the two states' rows differ
+    values = {**TINY, "iterations": 12, "temperatures": ["300 K", "2000 K"],
+              "settings": {**TINY["settings"], "dynamics": {"n_steps": 500, "stream_stride": 250}}}
+    assert cli.main(["run", write(tmp_path / "tiny.yaml", values), "--out", out, "--quiet"]) == 0
+    assert cli.main(["analyze", out]) == 0
+    assert "report.md" in capsys.readouterr().out
+    report = analyze(out)
+    assert report.iterations == 12 and report.first_iteration == 4
+    statistics = read_ddpm_statistics(os.path.join(out, "run.nc"))
+    moves = (statistics["ddpm_phase"] == 1) & (statistics["ddpm_n_candidates"] > 0)
+    assert report.production_acceptance == pytest.approx(statistics["ddpm_n_accepted"][moves].sum() / moves.sum())
+    _, positions = read_state_trajectories(os.path.join(out, "run.nc"), first_iteration=4)
+    topology = mdtraj.Topology.from_openmm(testsystems.AlanineDipeptideVacuum().topology)
+    for k, row in enumerate(report.per_state):
+        phi = mdtraj.compute_phi(mdtraj.Trajectory(positions[:, k], topology))[1][:, 0]
+        assert row["samples"] == 9 and row["p"] == pytest.approx(np.mean(phi > 0))
+    assert report.per_state[0]["p"] != report.per_state[1]["p"]
+    for name in ("report.md", "summary.json", "free_energy_surfaces.png", "proposal_statistics.png"):
+        assert os.path.getsize(os.path.join(out, name)) > 0

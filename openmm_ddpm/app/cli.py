@@ -1,4 +1,4 @@
-"""The ``openmm-ddpm`` command line: ``openmm-ddpm run [CONFIG.yaml] [--out DIR]``.
+"""The ``openmm-ddpm`` command line: ``openmm-ddpm run [CONFIG.yaml] [--out DIR]``, ``openmm-ddpm analyze DIR``.
 
 A user's mistake ends in one line that says what to fix (exit status 2);
 ``--debug`` shows the traceback instead.
@@ -27,6 +27,10 @@ def build_parser():
     run.add_argument("--out", default="openmm_ddpm_run", help="the run directory (default: %(default)s)")
     run.add_argument("--iterations", type=int, help="override the config's iterations (e.g. to extend a run)")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
+    analyze = commands.add_parser("analyze", help="write DIR/report.md with plots and DIR/summary.json",
+                                  description="Report of a run directory: free-energy surfaces and P(phi > 0) / dF per "
+                                              "state and by MBAR (peptides), swap and proposal acceptance, time split.")
+    analyze.add_argument("directory", help="the --out of a run")
     return parser
 
 
@@ -38,7 +42,7 @@ def main(argv=None):
         parser.print_help()
         return 0
     try:
-        return _run(args)
+        return {"run": _run, "analyze": _analyze}[args.command](args)
     except Exception as error:  # a user's mistake: one line, unless --debug
         from openmm_ddpm.app.config import ConfigError
 
@@ -68,6 +72,18 @@ def _run(args):
           f"{result.wall_seconds:.0f} s), production acceptance at the target state "
           + (f"{acceptance:.2f}" if acceptance == acceptance else "- (no production moves yet)")
           + (f"; model: {result.model_path}" if result.model_path else ""))
+    return 0
+
+
+def _analyze(args):
+    from openmm_ddpm.app.report import analyze
+
+    report = analyze(args.directory)
+    print(f"{args.directory}/report.md: {report.iterations} iterations, analysed from {report.first_iteration}; "
+          f"production acceptance {report.production_acceptance:.2f}")
+    for row in report.per_state:
+        print(f"  {row['temperature_kelvin']:7.1f} K  P(phi > 0) by MBAR {row['p_mbar']:.4f} +- {row['p_mbar_error']:.4f}"
+              f"  dF {row['df_mbar_kT']:.2f} +- {row['df_mbar_error_kT']:.2f} kT")
     return 0
 
 
