@@ -1,4 +1,5 @@
-"""The ``openmm-ddpm`` command line: ``openmm-ddpm run [CONFIG.yaml] [--out DIR]``, ``openmm-ddpm analyze DIR``.
+"""The ``openmm-ddpm`` command line: ``openmm-ddpm run [CONFIG.yaml] [--out DIR]``, ``openmm-ddpm analyze DIR``,
+``openmm-ddpm sample DIR --temperature 280K -n 1000``.
 
 A user's mistake ends in one line that says what to fix (exit status 2);
 ``--debug`` shows the traceback instead.
@@ -31,6 +32,14 @@ def build_parser():
                                   description="Report of a run directory: free-energy surfaces and P(phi > 0) / dF per "
                                               "state and by MBAR (peptides), swap and proposal acceptance, time split.")
     analyze.add_argument("directory", help="the --out of a run")
+    sample = commands.add_parser("sample", help="weighted model samples at any temperature: trajectory + weights",
+                                 description="Draw from a run's frozen model at a temperature, simulated or not, with "
+                                             "exact importance weights exp(-u) / q; prints the ESS.")
+    sample.add_argument("directory", help="the --out of a run")
+    sample.add_argument("--temperature", required=True, help="e.g. 280K")
+    sample.add_argument("-n", type=int, default=1000, help="samples (default: %(default)s)")
+    sample.add_argument("--out", default="samples.dcd", help="trajectory, .dcd or .pdb (default: %(default)s)")
+    sample.add_argument("--seed", type=int, default=0)
     return parser
 
 
@@ -42,7 +51,7 @@ def main(argv=None):
         parser.print_help()
         return 0
     try:
-        return {"run": _run, "analyze": _analyze}[args.command](args)
+        return {"run": _run, "analyze": _analyze, "sample": _sample}[args.command](args)
     except Exception as error:  # a user's mistake: one line, unless --debug
         from openmm_ddpm.app.config import ConfigError
 
@@ -84,6 +93,23 @@ def _analyze(args):
     for row in report.per_state:
         print(f"  {row['temperature_kelvin']:7.1f} K  P(phi > 0) by MBAR {row['p_mbar']:.4f} +- {row['p_mbar_error']:.4f}"
               f"  dF {row['df_mbar_kT']:.2f} +- {row['df_mbar_error_kT']:.2f} kT")
+    return 0
+
+
+def _sample(args):
+    from openmm_ddpm.app.config import ConfigError
+    from openmm_ddpm.app.sample import LOW_ESS, draw_weighted, parse_temperature, write_samples
+
+    if args.n < 1:
+        raise ConfigError(f"-n must be a positive integer, got {args.n}")
+    temperature = parse_temperature(args.temperature)
+    samples = draw_weighted(args.directory, temperature, args.n, seed=args.seed)
+    weights_path = write_samples(samples, args.directory, args.out)
+    print(f"{args.out}: {args.n} samples at {args.temperature}, weights in {weights_path}; ESS {samples.ess:.1f} "
+          f"({samples.ess / args.n:.1%})")
+    if samples.ess < LOW_ESS:
+        print(f"warning: ESS {samples.ess:.1f} < {LOW_ESS}: weighted averages over these samples are not to be trusted; "
+              "draw more, or train the model longer", file=sys.stderr)
     return 0
 
 
