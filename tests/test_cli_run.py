@@ -37,6 +37,7 @@ def write(path, values):
     ({"system": {"builtin": "ubiquitin"}}, "system.builtin"),
     ({"system": {"pdb": "missing.pdb", "forcefield": ["amber14-all.xml"]}}, "system.pdb"),
     ({"system": {"pdb": "x.pdb"}}, "system.forcefield"),
+    ({"system": {"builtin": "alanine_dipeptide_vacuum", "forcefield": ["amber14-all.xml"]}}, "system.forcefield does not go"),
     ({"system": {"builtin": "alanine_dipeptide_vacuum", "constraints": "allbonds"}}, "system.constraints"),
     ({"system": {"builtin": "alanine_dipeptide_vacuum", "solvent": "tip3p"}}, "system.solvent"),
     ({"platform": "Metal"}, "platform"),
@@ -171,3 +172,39 @@ def test_sample_writes_frames_whose_weights_are_boltzmann_over_model_density(tmp
     assert inside.sum() >= 8
     np.testing.assert_allclose(log_weights_at(450.0)[inside], log_w[inside], atol=1e-2)  # float32 frames
     assert np.max(np.abs(log_weights_at(300.0)[inside] - log_w[inside])) > 1.0
+
+
+def test_every_system_source_builds_the_molecule_it_names(tmp_path):
+    """prmtop + inpcrd and System XML + PDB give the built-in alanine dipeptide's energy; PDB + force field builds."""
+    import openmm
+    from openmm import app, unit
+    from openmmtools import testsystems
+    from openmmtools.testsystems import get_data_filename
+
+    from openmm_ddpm.app.run import build_system
+
+    def energy(system, positions):
+        context = openmm.Context(system, openmm.VerletIntegrator(1.0), openmm.Platform.getPlatformByName("Reference"))
+        context.setPositions(positions)
+        return context.getState(getEnergy=True).getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
+
+    builtin = testsystems.AlanineDipeptideVacuum(constraints=None)
+    reference = energy(builtin.system, builtin.positions)
+    prmtop = get_data_filename("data/alanine-dipeptide-gbsa/alanine-dipeptide.prmtop")
+    spec = parse_config({"system": {"prmtop": prmtop, "inpcrd": prmtop.replace(".prmtop", ".crd")}}).system
+    system, positions, _ = build_system(spec)
+    assert energy(system, positions) == pytest.approx(reference, abs=1e-6)
+
+    with open(tmp_path / "system.xml", "w") as stream:
+        stream.write(openmm.XmlSerializer.serialize(builtin.system))
+    with open(tmp_path / "molecule.pdb", "w") as stream:
+        app.PDBFile.writeFile(builtin.topology, builtin.positions, stream)
+    spec = parse_config({"system": {"xml": "system.xml", "pdb": "molecule.pdb"}}, base=str(tmp_path)).system
+    system, positions, _ = build_system(spec)
+    assert energy(system, positions) == pytest.approx(energy(builtin.system, positions), abs=1e-9)
+
+    spec = parse_config({"system": {"pdb": "molecule.pdb", "forcefield": ["amber14-all.xml"], "constraints": "hbonds"}},
+                        base=str(tmp_path)).system
+    system, positions, _ = build_system(spec)
+    assert system.getNumParticles() == 22 and system.getNumConstraints() == 12  # the 12 bonds to hydrogen
+    assert np.isfinite(energy(system, positions))

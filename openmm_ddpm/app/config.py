@@ -136,10 +136,16 @@ def parse_system(values, base="."):
                           f"got {sorted(values) or 'none'}")
     if "builtin" in values and values["builtin"] not in BUILTINS:
         raise ConfigError(f"system.builtin {values['builtin']!r} is not built in: choose one of {', '.join(BUILTINS)}")
-    needs = {"pdb": ("forcefield",), "prmtop": ("inpcrd",), "xml": ("pdb",)}.get(sources[0], ())
+    source = sources[0]
+    needs = {"pdb": ("forcefield",), "prmtop": ("inpcrd",), "xml": ("pdb",)}.get(source, ())
     for key in needs:
         if key not in values:
-            raise ConfigError(f"system.{sources[0]} needs system.{key} too")
+            raise ConfigError(f"system.{source} needs system.{key} too")
+    allowed = {source, *needs} | ({"constraints"} if source != "xml" else set())
+    extra = sorted(set(values) - allowed)
+    if extra:
+        raise ConfigError(f"system.{extra[0]} does not go with system.{source}: remove it "
+                          f"(with {source}: {', '.join(sorted(allowed))})")
     files = {key: _existing(values[key], f"system.{key}", base) for key in ("pdb", "prmtop", "inpcrd", "xml") if key in values}
     forcefield = values.get("forcefield", ())
     forcefield = tuple([forcefield] if isinstance(forcefield, str) else forcefield)
