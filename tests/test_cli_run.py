@@ -208,3 +208,60 @@ def test_every_system_source_builds_the_molecule_it_names(tmp_path):
     system, positions, _ = build_system(spec)
     assert system.getNumParticles() == 22 and system.getNumConstraints() == 12  # the 12 bonds to hydrogen
     assert np.isfinite(energy(system, positions))
+
+
+def plain_parallel_tempering_storage(path, n_iterations, analysis_atoms=True):
+    """A plain openmmtools parallel-tempering run of alanine dipeptide (300, 450, 600 K), made without openmm_ddpm."""
+    from openmm import unit
+    from openmmtools import mcmc, states, testsystems
+
+    molecule = testsystems.AlanineDipeptideVacuum(constraints=None)
+    move = mcmc.LangevinDynamicsMove(timestep=1.0 * unit.femtosecond, n_steps=50)
+    sampler = multistate.ParallelTemperingSampler(mcmc_moves=move, number_of_iterations=n_iterations,
+                                                  online_analysis_interval=None)
+    reporter = multistate.MultiStateReporter(str(path), checkpoint_interval=10,
+                                             analysis_particle_indices=list(range(22)) if analysis_atoms else [])
+    sampler.create(states.ThermodynamicState(molecule.system, 300 * unit.kelvin), states.SamplerState(molecule.positions),
+                   reporter, min_temperature=300 * unit.kelvin, max_temperature=600 * unit.kelvin, n_temperatures=3)
+    sampler.run()
+    reporter.close()
+    return molecule
+
+
+def test_train_on_a_plain_run_uses_every_frame_and_sample_works_on_the_result(tmp_path, capsys):
+    import shutil
+
+    import torch
+    from openmm import app, unit
+    from openmmtools import cache
+
+    from openmm_ddpm.multistate import load_exported_model
+    from openmm_ddpm.multistate.storage import read_state_trajectories
+
+    cache.global_context_cache.empty()
+    molecule = plain_parallel_tempering_storage(tmp_path / "plain.nc", 20)
+    with open(tmp_path / "molecule.pdb", "w") as stream:
+        app.PDBFile.writeFile(molecule.topology, molecule.positions, stream)
+    config = write(tmp_path / "settings.yaml", {"settings": TINY["settings"]})
+    out = str(tmp_path / "model")
+    assert cli.main(["train", str(tmp_path / "plain.nc"), "--pdb", str(tmp_path / "molecule.pdb"), "--out", out,
+                     "--steps", "30", "--config", config]) == 0
+    assert "trained" in capsys.readouterr().out
+    stored = load_config(os.path.join(out, "config.yaml"))
+    np.testing.assert_allclose(stored.temperatures_kelvin, np.geomspace(300.0, 600.0, 3), rtol=1e-9)
+    state = torch.load(os.path.join(out, "model.pt"), map_location="cpu", weights_only=True)
+    assert state["settings"]["model"]["width"] == 16  # the --config's settings
+    # the directory moves with its files, and sample draws from it
+    shutil.copytree(out, tmp_path / "moved")
+    assert cli.main(["sample", str(tmp_path / "moved"), "--temperature", "400K", "-n", "8",
+                     "--out", str(tmp_path / "s.pdb")]) == 0
+    model = load_exported_model(os.path.join(out, "model.pt"), molecule.system)
+    _, frames = read_state_trajectories(str(tmp_path / "plain.nc"))
+    assert frames.shape[:2] == (20, 3)
+    relabelled = model.relabel(frames[:, 0], np.random.default_rng(0))  # into the rotor windows the model covers
+    assert np.isfinite(model.log_prob(relabelled, 300 * unit.kelvin)).mean() > 0.9
+
+    plain_parallel_tempering_storage(tmp_path / "bare.nc", 2, analysis_atoms=False)
+    assert cli.main(["train", str(tmp_path / "bare.nc"), "--pdb", str(tmp_path / "molecule.pdb"),
+                     "--out", str(tmp_path / "m2")]) == 2
+    assert "analysis" in capsys.readouterr().err

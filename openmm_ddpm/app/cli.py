@@ -1,5 +1,6 @@
 """The ``openmm-ddpm`` command line: ``openmm-ddpm run [CONFIG.yaml] [--out DIR]``, ``openmm-ddpm analyze DIR``,
-``openmm-ddpm sample DIR --temperature 280K -n 1000``.
+``openmm-ddpm sample DIR --temperature 280K -n 1000``,
+``openmm-ddpm train STORAGE.nc --pdb STRUCTURE.pdb --out DIR``.
 
 A user's mistake ends in one line that says what to fix (exit status 2);
 ``--debug`` shows the traceback instead.
@@ -40,6 +41,16 @@ def build_parser():
     sample.add_argument("-n", type=int, default=1000, help="samples (default: %(default)s)")
     sample.add_argument("--out", default="samples.dcd", help="trajectory, .dcd or .pdb (default: %(default)s)")
     sample.add_argument("--seed", type=int, default=0)
+    train = commands.add_parser("train", help="a model from a plain openmmtools replica-exchange storage",
+                                description="Train a temperature-conditioned model on every state's frames of a "
+                                            "finished openmmtools temperature-ladder run (every atom stored as an "
+                                            "analysis particle); 'sample' then works on --out.")
+    train.add_argument("storage", help="the run's .nc storage")
+    train.add_argument("--pdb", required=True, help="the structure the run's System was built from")
+    train.add_argument("--out", default="openmm_ddpm_model", help="directory to write (default: %(default)s)")
+    train.add_argument("--steps", type=int, default=20_000, help="optimizer steps (default: %(default)s)")
+    train.add_argument("--config", help="YAML whose settings (model, representation, training) to train with")
+    train.add_argument("--first-iteration", type=int, default=1, help="leave out the iterations before it")
     return parser
 
 
@@ -51,7 +62,7 @@ def main(argv=None):
         parser.print_help()
         return 0
     try:
-        return {"run": _run, "analyze": _analyze, "sample": _sample}[args.command](args)
+        return {"run": _run, "analyze": _analyze, "sample": _sample, "train": _train}[args.command](args)
     except Exception as error:  # a user's mistake: one line, unless --debug
         from openmm_ddpm.app.config import ConfigError
 
@@ -97,6 +108,8 @@ def _analyze(args):
 
 
 def _sample(args):
+    import numpy as np
+
     from openmm_ddpm.app.config import ConfigError
     from openmm_ddpm.app.sample import LOW_ESS, draw_weighted, parse_temperature, write_samples
 
@@ -105,11 +118,26 @@ def _sample(args):
     temperature = parse_temperature(args.temperature)
     samples = draw_weighted(args.directory, temperature, args.n, seed=args.seed)
     weights_path = write_samples(samples, args.directory, args.out)
-    print(f"{args.out}: {args.n} samples at {args.temperature}, weights in {weights_path}; ESS {samples.ess:.1f} "
-          f"({samples.ess / args.n:.1%})")
+    outside = int(np.sum(~np.all(np.isfinite(samples.positions), axis=(1, 2))))
+    print(f"{args.out}: {args.n - outside} samples at {args.temperature} ({outside} drawn outside the model's domain, "
+          f"weight 0, left out), weights in {weights_path}; ESS {samples.ess:.1f} ({samples.ess / args.n:.1%})")
     if samples.ess < LOW_ESS:
         print(f"warning: ESS {samples.ess:.1f} < {LOW_ESS}: weighted averages over these samples are not to be trusted; "
               "draw more, or train the model longer", file=sys.stderr)
+    return 0
+
+
+def _train(args):
+    from openmm_ddpm.app.config import ConfigError, load_config
+    from openmm_ddpm.app.train import train_from_storage
+
+    if args.steps < 1 or args.first_iteration < 1:
+        raise ConfigError("--steps and --first-iteration must be positive integers")
+    settings = load_config(args.config).settings if args.config else None
+    result = train_from_storage(args.storage, args.pdb, args.out, args.steps, settings, args.first_iteration)
+    print(f"{result.model_path}: trained {result.steps} steps on {result.frames} frames at "
+          f"{len(result.temperatures_kelvin)} temperatures, final loss {result.final_loss:.3f}; "
+          f"draw with: openmm-ddpm sample {args.out} --temperature 300K")
     return 0
 
 

@@ -68,6 +68,8 @@ class RunConfig:
         """Plain YAML-safe dict that ``parse_config`` reads back to the same config."""
         spec = {key: getattr(self.system, key) for key in SYSTEM_KEYS if getattr(self.system, key) not in (None, ())}
         spec["forcefield"] = list(self.system.forcefield) if self.system.forcefield else None
+        if self.system.xml is not None:  # a serialized System carries its own constraints
+            spec.pop("constraints", None)
         return {"system": {k: v for k, v in spec.items() if v is not None},
                 "temperatures": [f"{float(t)!r} K" for t in self.temperatures_kelvin], "iterations": self.iterations,
                 "platform": self.platform, "checkpoint_interval": self.checkpoint_interval,

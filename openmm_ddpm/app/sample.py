@@ -63,16 +63,20 @@ def draw_weighted(directory, temperature, n_samples, seed=0, batch_size=64):
 
 
 def write_samples(samples, directory, path):
-    """The trajectory at ``path`` (.dcd or .pdb) and its weights at ``<path without extension>.weights.csv``."""
+    """The trajectory at ``path`` (.dcd or .pdb) and its weights at ``<path without extension>.weights.csv``.
+
+    Draws outside the model's domain (weight 0, no structure) are left out of both files.
+    """
     import mdtraj
 
     if os.path.splitext(path)[1].lower() not in (".dcd", ".pdb"):
         raise ConfigError(f"--out {path!r}: write a .dcd or a .pdb trajectory")
     _, _, topology = build_system(load_config(os.path.join(directory, CONFIG_NAME)).system)
-    mdtraj.Trajectory(samples.positions.astype(np.float32), mdtraj.Topology.from_openmm(topology)).save(path)
+    kept = np.all(np.isfinite(samples.positions), axis=(1, 2))  # draws outside the model's domain have no structure
+    mdtraj.Trajectory(samples.positions[kept].astype(np.float32), mdtraj.Topology.from_openmm(topology)).save(path)
     weights_path = os.path.splitext(path)[0] + ".weights.csv"
-    np.savetxt(weights_path, np.column_stack([samples.weights, samples.log_weights, samples.reduced_potentials,
-                                              samples.log_q]),
+    columns = [samples.weights, samples.log_weights, samples.reduced_potentials, samples.log_q]
+    np.savetxt(weights_path, np.column_stack([column[kept] for column in columns]),
                delimiter=",", header="weight,log_weight,reduced_potential_kT,log_q", comments="")
     return weights_path
 
