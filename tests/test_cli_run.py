@@ -265,3 +265,14 @@ def test_train_on_a_plain_run_uses_every_frame_and_sample_works_on_the_result(tm
     assert cli.main(["train", str(tmp_path / "bare.nc"), "--pdb", str(tmp_path / "molecule.pdb"),
                      "--out", str(tmp_path / "m2")]) == 2
     assert "analysis" in capsys.readouterr().err
+
+
+def test_auto_platform_is_reference_in_vacuum_and_cpu_or_faster_with_implicit_solvent():
+    from openmmtools import testsystems
+
+    from openmm_ddpm.app.run import choose_platform
+
+    assert choose_platform("auto", testsystems.AlanineDipeptideVacuum().system).getName() == "Reference"
+    assert choose_platform("auto", testsystems.AlanineDipeptideImplicit().system).getName() in ("CUDA", "OpenCL", "CPU")
+    with pytest.raises(ConfigError, match="not available"):
+        choose_platform("Metal", testsystems.AlanineDipeptideVacuum().system)
