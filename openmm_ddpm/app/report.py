@@ -96,7 +96,10 @@ def basin_rows(storage, config, first, directory):
     for k, kelvin in enumerate(config.temperatures_kelvin):
         p, p_error, df, df_error = basin_free_energy_difference_kt(phi[:, k] > 0)
         df_mbar, df_mbar_error = population_free_energy_kt(mbar.mean[k], mbar.error[k])
-        rows.append({"temperature_kelvin": kelvin, "samples": int(n), "samples_in_phi_positive": int(np.sum(phi[:, k] > 0)),
+        inside = phi[:, k] > 0
+        visits = int(inside[0]) + int(np.sum(inside[1:] & ~inside[:-1]))  # separate stays: what the error rests on
+        rows.append({"temperature_kelvin": kelvin, "samples": int(n), "samples_in_phi_positive": int(np.sum(inside)),
+                     "visits_to_phi_positive": visits,
                      "p": p, "p_error": p_error, "df_kT": df, "df_error_kT": df_error, "p_mbar": float(mbar.mean[k]),
                      "p_mbar_error": float(mbar.error[k]), "df_mbar_kT": df_mbar, "df_mbar_error_kT": df_mbar_error})
     return rows
@@ -111,13 +114,14 @@ def markdown(report):
              f"- time spent training {report.training_seconds:.0f} s, proposing {report.proposal_seconds:.0f} s",
              "- neighbour swap acceptance: " + ", ".join(f"{a:.2f}" for a in report.neighbour_swap_acceptance), ""]
     if report.per_state:
-        lines += ["| T (K) | P(phi > 0) | dF (kT) | P(phi > 0), MBAR | dF (kT), MBAR | samples in phi > 0 |",
+        lines += ["| T (K) | P(phi > 0) | dF (kT) | P(phi > 0), MBAR | dF (kT), MBAR | samples (visits) in phi > 0 |",
                   "|---|---|---|---|---|---|"]
         for r in report.per_state:
             lines.append(f"| {r['temperature_kelvin']:.1f} | {r['p']:.4f} +- {r['p_error']:.4f} | {r['df_kT']:.2f} +- "
                          f"{r['df_error_kT']:.2f} | {r['p_mbar']:.4f} +- {r['p_mbar_error']:.4f} | {r['df_mbar_kT']:.2f} +- "
-                         f"{r['df_mbar_error_kT']:.2f} | {r['samples_in_phi_positive']} |")
-        lines += ["", "Below ~10 samples in a basin its error bars mean little.", "",
+                         f"{r['df_mbar_error_kT']:.2f} | {r['samples_in_phi_positive']} ({r['visits_to_phi_positive']}) |")
+        lines += ["", "The error bars rest on the separate visits to a basin: below ~20 they mean little, and the "
+                  "delta-method error of dF is symmetric where the truth is not.", "",
                   "![free-energy surfaces](free_energy_surfaces.png)", ""]
     lines += ["![proposal statistics](proposal_statistics.png)", ""]
     return "\n".join(lines)
