@@ -27,7 +27,7 @@ def write(path, values):
 
 
 @pytest.mark.parametrize("values, names", [
-    ({"iteration": 5}, "'iteration'"),
+    ({"iteration": 5}, "key iteration"),
     ({"temperatures": [300, 400]}, "temperatures[0] needs a unit"),
     ({"temperatures": ["400 K", "300 K"]}, "ascending"),
     ({"temperatures": ["300 K", "300 K"]}, "distinct"),

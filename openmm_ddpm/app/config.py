@@ -105,11 +105,7 @@ def load_config(path=None):
 
 def parse_config(values, base="."):
     """A ``RunConfig`` from a dict; relative file names are read from ``base``; keys left out keep the built-in default."""
-    if not isinstance(values, dict):
-        raise ConfigError(f"the config must be a mapping of keys {list(TOP_KEYS)}, got {type(values).__name__}")
-    unknown = sorted(set(values) - set(TOP_KEYS))
-    if unknown:
-        raise ConfigError(f"unknown key {unknown[0]!r}: the keys are {', '.join(TOP_KEYS)}")
+    _check_keys(values, TOP_KEYS, "the config", "")
     default = default_config()
     return RunConfig(
         system=parse_system(values["system"], base) if "system" in values else default.system,
@@ -124,11 +120,7 @@ def parse_config(values, base="."):
 
 def parse_system(values, base="."):
     """``SystemSpec`` from the ``system`` mapping; files must exist."""
-    if not isinstance(values, dict):
-        raise ConfigError(f"system must be a mapping with one of builtin, pdb, prmtop or xml, got {values!r}")
-    unknown = sorted(set(values) - set(SYSTEM_KEYS))
-    if unknown:
-        raise ConfigError(f"unknown key system.{unknown[0]}: the keys are {', '.join(SYSTEM_KEYS)}")
+    _check_keys(values, SYSTEM_KEYS, "system", "system.")
     constraints = str(values.get("constraints", "none")).lower()
     if constraints not in ("none", "hbonds"):
         raise ConfigError(f"system.constraints must be none or hbonds, got {values['constraints']!r}")
@@ -188,6 +180,15 @@ def parse_settings(values):
         return Settings.from_dict(values)
     except (TypeError, ValueError) as error:
         raise ConfigError(f"settings: {str(error).splitlines()[0]}") from None
+
+
+def _check_keys(values, known, name, prefix):
+    """A mapping whose keys are all in ``known``; else a one-line ``ConfigError`` naming the first stranger."""
+    if not isinstance(values, dict):
+        raise ConfigError(f"{name} must be a mapping of keys {', '.join(known)}, got {values!r}")
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise ConfigError(f"unknown key {prefix}{unknown[0]}: the keys are {', '.join(known)}")
 
 
 def _kelvin(value, name):
