@@ -276,3 +276,10 @@ def test_auto_platform_is_reference_in_vacuum_and_cpu_or_faster_with_implicit_so
     assert choose_platform("auto", testsystems.AlanineDipeptideImplicit().system).getName() in ("CUDA", "OpenCL", "CPU")
     with pytest.raises(ConfigError, match="not available"):
         choose_platform("Metal", testsystems.AlanineDipeptideVacuum().system)
+
+
+def test_debug_shows_the_traceback_before_or_after_the_command(tmp_path):
+    bad = write(tmp_path / "bad.yaml", {"iteration": 5})
+    for argv in (["--debug", "run", bad], ["run", bad, "--debug"]):
+        with pytest.raises(ConfigError, match="iteration"):
+            cli.main(argv)

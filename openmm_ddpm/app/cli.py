@@ -20,20 +20,24 @@ def build_parser():
     )
     parser.add_argument("--version", action="version", version=f"openmm-ddpm {__version__}")
     parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
+    common = argparse.ArgumentParser(add_help=False)  # --debug after the command too (not overriding one before it)
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show the traceback of an error")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
-    run = commands.add_parser("run", help="run (or resume) augmented parallel tempering; everything goes into --out",
+    run = commands.add_parser("run", parents=[common],
+                              help="run (or resume) augmented parallel tempering; everything goes into --out",
                               description="Run augmented parallel tempering from a YAML config (without one: the "
-                                          "built-in alanine dipeptide run, ~10 minutes on one CPU core). Running again "
+                                          "built-in alanine dipeptide run, ~11.5 minutes on one CPU core). Running again "
                                           "on the same --out resumes; another config there is refused.")
     run.add_argument("config", nargs="?", help="YAML run configuration (openmm_ddpm.app.config)")
     run.add_argument("--out", default="openmm_ddpm_run", help="the run directory (default: %(default)s)")
     run.add_argument("--iterations", type=int, help="override the config's iterations (e.g. to extend a run)")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
-    analyze = commands.add_parser("analyze", help="write DIR/report.md with plots and DIR/summary.json",
+    analyze = commands.add_parser("analyze", parents=[common], help="write DIR/report.md with plots and DIR/summary.json",
                                   description="Report of a run directory: free-energy surfaces and P(phi > 0) / dF per "
                                               "state and by MBAR (peptides), swap and proposal acceptance, time split.")
     analyze.add_argument("directory", help="the --out of a run")
-    sample = commands.add_parser("sample", help="weighted model samples at any temperature: trajectory + weights",
+    sample = commands.add_parser("sample", parents=[common],
+                                 help="weighted model samples at any temperature: trajectory + weights",
                                  description="Draw from a run's frozen model at a temperature, simulated or not, with "
                                              "exact importance weights exp(-u) / q; prints the ESS.")
     sample.add_argument("directory", help="the --out of a run")
@@ -41,7 +45,7 @@ def build_parser():
     sample.add_argument("-n", type=int, default=1000, help="samples (default: %(default)s)")
     sample.add_argument("--out", default="samples.dcd", help="trajectory, .dcd or .pdb (default: %(default)s)")
     sample.add_argument("--seed", type=int, default=0)
-    train = commands.add_parser("train", help="a model from a plain openmmtools replica-exchange storage",
+    train = commands.add_parser("train", parents=[common], help="a model from a plain openmmtools replica-exchange storage",
                                 description="Train a temperature-conditioned model on every state's frames of a "
                                             "finished openmmtools temperature-ladder run (every atom stored as an "
                                             "analysis particle); 'sample' then works on --out.")

@@ -92,8 +92,9 @@ def train_from_storage(storage, pdb, directory, steps=20_000, settings=None, fir
                           f"{system.getNumParticles()}: give the PDB the System was built from")
     positions = positions[max(first_iteration - 1, 0):]
     settings = settings or default_config().settings
+    n_frames = positions.shape[0] * positions.shape[1]
     settings = dataclasses.replace(settings, training=dataclasses.replace(
-        settings.training, min_buffer_frames=1, buffer_capacity=max(settings.training.buffer_capacity, positions.shape[0] * positions.shape[1])))
+        settings.training, min_buffer_frames=1, buffer_capacity=max(settings.training.buffer_capacity, n_frames)))
     learner = OnlineLearner(settings, system, structure.positions.value_in_unit(unit.nanometer))
     learner.prepare()
     for k, kelvin in enumerate(kelvins):
