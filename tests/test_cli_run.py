@@ -283,3 +283,14 @@ def test_debug_shows_the_traceback_before_or_after_the_command(tmp_path):
     for argv in (["--debug", "run", bad], ["run", bad, "--debug"]):
         with pytest.raises(ConfigError, match="iteration"):
             cli.main(argv)
+
+
+def test_the_configuration_reference_in_docs_is_up_to_date():
+    """docs/configuration.md is what the settings layer generates (python -m openmm_ddpm.app.config_reference)."""
+    from openmm_ddpm.app import config_reference
+
+    assert config_reference.main(["--check"]) == 0
+    text = config_reference.reference_markdown()
+    for group in ("representation", "model", "training", "proposals", "dynamics"):
+        assert f"### `{group}`" in text
+    assert "| `freeze_after` |" not in text and "built-in run `2000`" in text  # the settings default against the run
