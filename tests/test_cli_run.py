@@ -294,3 +294,13 @@ def test_the_configuration_reference_in_docs_is_up_to_date():
     for group in ("representation", "model", "training", "proposals", "dynamics"):
         assert f"### `{group}`" in text
     assert "| `freeze_after` |" not in text and "built-in run `2000`" in text  # the settings default against the run
+
+
+def test_round_trips_count_lowest_to_highest_and_back():
+    from openmm_ddpm.multistate.storage import count_round_trips
+
+    assert count_round_trips([[0], [2], [0], [1], [2], [1], [0]], 3).tolist() == [2]
+    assert count_round_trips([[2], [0], [2], [0]], 3).tolist() == [1]  # counted from the first visit to the lowest
+    assert count_round_trips([[1], [0], [1], [0], [1]], 3).tolist() == [0]  # never at the top
+    # two replicas swapping every iteration between two states: each goes 0 -> 1 -> 0 every two iterations
+    assert count_round_trips([[0, 1], [1, 0]] * 4, 2).tolist() == [3, 3]

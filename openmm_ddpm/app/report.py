@@ -7,7 +7,7 @@ What it holds, from the storage alone (the production phase, after
   surface per temperature, and per state P(phi > 0) and dF(phi > 0 vs
   phi < 0) from that state's own samples and by MBAR over all states,
   with error bars (``openmm_ddpm.analysis``);
-- the neighbour swap acceptance of the ladder;
+- the neighbour swap acceptance of the ladder and the replicas' round trips;
 - acceptance, ESS / (K + 1) and training loss over the run
   (``proposal_statistics.png``) and the time split (training, proposals,
   the rest).
@@ -30,6 +30,7 @@ class Report:
     first_iteration: int
     temperatures_kelvin: list
     neighbour_swap_acceptance: list
+    round_trips: list
     production_acceptance: float
     production_ess_fraction: float
     training_seconds: float
@@ -40,7 +41,7 @@ class Report:
 def analyze(directory):
     """Write ``report.md``, ``summary.json`` and the plots into ``directory``; return the ``Report``."""
     from openmm_ddpm.app.plots import plot_proposal_statistics
-    from openmm_ddpm.multistate.storage import neighbour_swap_acceptance, read_ddpm_statistics
+    from openmm_ddpm.multistate.storage import neighbour_swap_acceptance, read_ddpm_statistics, replica_round_trips
 
     storage = os.path.join(directory, STORAGE_NAME)
     if not os.path.exists(storage) or not os.path.exists(os.path.join(directory, CONFIG_NAME)):
@@ -56,6 +57,7 @@ def analyze(directory):
     report = Report(
         iterations=n_iterations, first_iteration=first, temperatures_kelvin=list(config.temperatures_kelvin),
         neighbour_swap_acceptance=neighbour_swap_acceptance(storage, first).tolist(),
+        round_trips=replica_round_trips(storage, first).tolist(),
         production_acceptance=float(statistics["ddpm_n_accepted"][moves].sum() / (n_targets * moves.sum()))
         if moves.any() else float("nan"),
         production_ess_fraction=float(np.nanmean(statistics["ddpm_ess_fraction"][moves])) if moves.any() else float("nan"),
@@ -112,7 +114,9 @@ def markdown(report):
              f"- acceptance of the production proposals: {report.production_acceptance:.3f}; "
              f"mean ESS / (K + 1): {report.production_ess_fraction:.3f}",
              f"- time spent training {report.training_seconds:.0f} s, proposing {report.proposal_seconds:.0f} s",
-             "- neighbour swap acceptance: " + ", ".join(f"{a:.2f}" for a in report.neighbour_swap_acceptance), ""]
+             "- neighbour swap acceptance: " + ", ".join(f"{a:.2f}" for a in report.neighbour_swap_acceptance),
+             f"- round trips of the replicas (lowest to highest temperature and back): {sum(report.round_trips)} "
+             f"({', '.join(str(t) for t in report.round_trips)} per replica)", ""]
     if report.per_state:
         lines += ["| T (K) | P(phi > 0) | dF (kT) | P(phi > 0), MBAR | dF (kT), MBAR | samples (visits) in phi > 0 |",
                   "|---|---|---|---|---|---|"]

@@ -100,6 +100,43 @@ def neighbour_swap_acceptance(storage, first_iteration=1):
     return (accepted[k, k + 1] + accepted[k + 1, k]) / np.maximum(together, 1)
 
 
+def count_round_trips(replica_states, n_states):
+    """Round trips per replica: from the lowest state to the highest and back to the lowest.
+
+    Parameters
+    ----------
+    replica_states : array_like of int, (n_iterations, n_replicas)
+        The state of every replica at every iteration.
+    n_states : int
+
+    Returns
+    -------
+    numpy.ndarray of int, (n_replicas,)
+    """
+    replica_states = np.asarray(replica_states)
+    trips = np.zeros(replica_states.shape[1], dtype=int)
+    for replica in range(replica_states.shape[1]):
+        heading_up = None  # None: the lowest state not reached yet; True: on the way up; False: on the way down
+        for state in replica_states[:, replica]:
+            if state == 0:
+                trips[replica] += heading_up is False
+                heading_up = True
+            elif state == n_states - 1 and heading_up:
+                heading_up = False
+    return trips
+
+
+def replica_round_trips(storage, first_iteration=1):
+    """``count_round_trips`` of every replica of a run, from its storage."""
+    reporter = multistate.MultiStateReporter(storage, open_mode="r")
+    try:
+        last = reporter.read_last_iteration(last_checkpoint=False)
+        states = [reporter.read_replica_thermodynamic_states(i) for i in range(first_iteration, last + 1)]
+    finally:
+        reporter.close()
+    return count_round_trips(states, len(states[0]))
+
+
 def read_ddpm_statistics(storage):
     """Per-iteration DDPM statistics of a run, as a dict of numpy arrays.
 
