@@ -304,3 +304,35 @@ def test_round_trips_count_lowest_to_highest_and_back():
     assert count_round_trips([[1], [0], [1], [0], [1]], 3).tolist() == [0]  # never at the top
     # two replicas swapping every iteration between two states: each goes 0 -> 1 -> 0 every two iterations
     assert count_round_trips([[0, 1], [1, 0]] * 4, 2).tolist() == [3, 3]
+
+
+def test_a_run_killed_midway_resumes_to_the_end(tmp_path):
+    """SIGKILL during the production phase, then the same command: the run resumes from its last checkpoint and ends."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = str(tmp_path / "run")
+    values = {**TINY, "iterations": 400, "checkpoint_interval": 5}
+    config = write(tmp_path / "tiny.yaml", values)
+    command = [sys.executable, "-m", "openmm_ddpm.app.cli", "run", config, "--out", out, "--quiet"]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log, deadline = os.path.join(out, "run.log"), time.time() + 120
+    while time.time() < deadline and not (os.path.exists(log) and "frozen" in open(log).read()):
+        time.sleep(0.2)
+    time.sleep(1.0)  # into the production phase
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert process.returncode == -signal.SIGKILL
+
+    assert cli.main(["run", config, "--out", out, "--quiet", "--iterations", "30"]) == 0
+    reporter = multistate.MultiStateReporter(os.path.join(out, "run.nc"), open_mode="r")
+    try:
+        last = reporter.read_last_iteration(last_checkpoint=False)
+        assert last >= 30
+        for iteration in range(1, last + 1):  # every iteration's energies survived the kill and the resume
+            assert np.all(np.isfinite(reporter.read_energies(iteration)[0]))
+    finally:
+        reporter.close()
+    assert os.path.getsize(os.path.join(out, "model.pt")) > 0
