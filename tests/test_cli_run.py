@@ -1,5 +1,6 @@
 """``openmm-ddpm run``: the YAML config (every mistake one line naming the key), the run directory, resuming."""
 import os
+import time
 
 import numpy as np
 import pytest
@@ -113,17 +114,22 @@ def test_analyze_reports_each_state_from_its_own_samples(tmp_path, capsys):
     import mdtraj
     from openmmtools import testsystems
 
+    from openmm import unit
+
     from openmm_ddpm.app.report import analyze
+    from openmm_ddpm.app.sample import draw_weighted
     from openmm_ddpm.multistate.storage import read_ddpm_statistics, read_state_trajectories
 
     out = str(tmp_path / "run")
     # 6 ps at 2000 K visit phi > 0, 300 K does not: the two states' rows differ
     values = {**TINY, "iterations": 12, "temperatures": ["300 K", "2000 K"],
               "settings": {**TINY["settings"], "dynamics": {"n_steps": 500, "stream_stride": 250}}}
+    started = time.time()
     assert cli.main(["run", write(tmp_path / "tiny.yaml", values), "--out", out, "--quiet"]) == 0
-    assert cli.main(["analyze", out]) == 0
+    elapsed = time.time() - started
+    assert cli.main(["analyze", out, "--model-samples", "0"]) == 0
     assert "report.md" in capsys.readouterr().out
-    report = analyze(out)
+    report = analyze(out, model_samples=16, seed=3)
     assert report.iterations == 12 and report.first_iteration == 4
     statistics = read_ddpm_statistics(os.path.join(out, "run.nc"))
     moves = (statistics["ddpm_phase"] == 1) & (statistics["ddpm_n_candidates"] > 0)
@@ -134,7 +140,21 @@ def test_analyze_reports_each_state_from_its_own_samples(tmp_path, capsys):
         phi = mdtraj.compute_phi(mdtraj.Trajectory(positions[:, k], topology))[1][:, 0]
         assert row["samples"] == 9 and row["p"] == pytest.approx(np.mean(phi > 0))
     assert report.per_state[0]["p"] != report.per_state[1]["p"]
-    for name in ("report.md", "summary.json", "free_energy_surfaces.png", "proposal_statistics.png"):
+    # basin changes in production: sign flips of phi of each state's stored configuration
+    _, all_positions = read_state_trajectories(os.path.join(out, "run.nc"), first_iteration=1)
+    for k, changes in enumerate(report.basin_changes):
+        phi = mdtraj.compute_phi(mdtraj.Trajectory(all_positions[3:, k], topology))[1][:, 0]
+        assert changes == np.sum(np.diff(phi > 0))
+    # the time split: timestamps (1 s resolution) span the run, and hold its training and proposals
+    assert report.training_seconds + report.proposal_seconds - 2 <= report.wall_seconds <= elapsed + 2
+    # the model row reweights the same draws that `sample` writes (same seed)
+    samples = draw_weighted(out, 300 * unit.kelvin, 16, seed=3)
+    kept = np.all(np.isfinite(samples.positions), axis=(1, 2))
+    phi = mdtraj.compute_phi(mdtraj.Trajectory(samples.positions[kept], topology))[1][:, 0]
+    assert report.model_samples["p"] == pytest.approx(np.sum(samples.weights[kept][phi > 0]))
+    assert report.model_samples["ess"] == pytest.approx(samples.ess)
+    for name in ("report.md", "summary.json", "free_energy_surfaces.png", "proposal_statistics.png", "basin_changes.png",
+                 "model_beside_replicas.png"):
         assert os.path.getsize(os.path.join(out, name)) > 0
 
 

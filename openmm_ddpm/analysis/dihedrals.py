@@ -20,7 +20,7 @@ def backbone_dihedrals(positions_nm, topology):
     return phi, psi
 
 
-def free_energy_surface(phi, psi, bins=36):
+def free_energy_surface(phi, psi, bins=36, weights=None):
     """Free-energy surface F(phi, psi) in kT from dihedral samples, minimum at 0.
 
     Parameters
@@ -28,6 +28,8 @@ def free_energy_surface(phi, psi, bins=36):
     phi, psi : array_like, (n,), rad
     bins : int
         Bins per axis over [-pi, pi).
+    weights : array_like, (n,), optional
+        Sample weights (importance weights of model samples); equal when None.
 
     Returns
     -------
@@ -36,7 +38,7 @@ def free_energy_surface(phi, psi, bins=36):
     edges : numpy.ndarray, (bins + 1,), rad
     """
     edges = np.linspace(-np.pi, np.pi, bins + 1)
-    counts, _, _ = np.histogram2d(np.asarray(phi), np.asarray(psi), bins=[edges, edges])
+    counts, _, _ = np.histogram2d(np.asarray(phi), np.asarray(psi), bins=[edges, edges], weights=weights)
     with np.errstate(divide="ignore"):
         free_energy = -np.log(counts / counts.sum())
     return free_energy - free_energy[np.isfinite(free_energy)].min(), edges

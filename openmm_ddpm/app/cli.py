@@ -36,6 +36,9 @@ def build_parser():
                                   description="Report of a run directory: free-energy surfaces and P(phi > 0) / dF per "
                                               "state and by MBAR (peptides), swap and proposal acceptance, time split.")
     analyze.add_argument("directory", help="the --out of a run")
+    analyze.add_argument("--model-samples", type=int, default=256,
+                         help="model samples at the target temperature to set beside the replicas (0: none; "
+                              "default: %(default)s)")
     sample = commands.add_parser("sample", parents=[common],
                                  help="weighted model samples at any temperature: trajectory + weights",
                                  description="Draw from a run's frozen model at a temperature, simulated or not, with "
@@ -102,12 +105,18 @@ def _run(args):
 def _analyze(args):
     from openmm_ddpm.app.report import analyze
 
-    report = analyze(args.directory)
+    report = analyze(args.directory, model_samples=args.model_samples)
     print(f"{args.directory}/report.md: {report.iterations} iterations, analysed from {report.first_iteration}; "
-          f"production acceptance {report.production_acceptance:.2f}")
+          f"production acceptance {report.production_acceptance:.2f}; wall {report.wall_seconds:.0f} s (MD, swaps "
+          f"and storage {report.other_seconds:.0f}, training {report.training_seconds:.0f}, proposals "
+          f"{report.proposal_seconds:.0f})")
     for row in report.per_state:
         print(f"  {row['temperature_kelvin']:7.1f} K  P(phi > 0) by MBAR {row['p_mbar']:.4f} +- {row['p_mbar_error']:.4f}"
               f"  dF {row['df_mbar_kT']:.2f} +- {row['df_mbar_error_kT']:.2f} kT")
+    if report.model_samples:
+        m = report.model_samples
+        print(f"  model at {m['temperature_kelvin']:.1f} K, reweighted: P(phi > 0) {m['p']:.4f} +- {m['p_error']:.4f} "
+              f"(ESS {m['ess']:.0f} of {m['samples']})")
     return 0
 
 

@@ -25,7 +25,7 @@ def plot_free_energy_surfaces(phi, psi, temperatures_kelvin, path, bins=36, max_
     bins : int
         Bins per axis (36: 10 degrees).
     max_kt : float
-        Colour scale limit (kT); emptier bins are left white.
+        Colour scale limit (kT); emptier bins (and empty ones) are left white.
     """
     plt = _pyplot()
     n_states = len(temperatures_kelvin)
@@ -35,7 +35,7 @@ def plot_free_energy_surfaces(phi, psi, temperatures_kelvin, path, bins=36, max_
     for k, axis in enumerate(axes[0]):
         free_energy, edges = free_energy_surface(phi[:, k], psi[:, k], bins=bins)
         degrees = np.degrees(edges)
-        image = axis.pcolormesh(degrees, degrees, np.ma.masked_invalid(free_energy).T, vmin=0.0, vmax=max_kt, cmap="viridis")
+        image = axis.pcolormesh(degrees, degrees, np.ma.masked_where(~(free_energy <= max_kt), free_energy).T, vmin=0.0, vmax=max_kt, cmap="viridis")
         axis.set_title(f"{temperatures_kelvin[k]:.0f} K ({len(phi)} samples)")
         axis.set_xlabel("phi (deg)")
         axis.axvline(0.0, color="white", lw=0.5, ls="--")
@@ -90,5 +90,70 @@ def plot_proposal_statistics(statistics, path, window=25, n_target_states=1):
     axes[0].set_title(f"proposal statistics ({window}-iteration trailing mean; dotted: model frozen)")
     axes[-1].set_xlabel("iteration")
     figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def plot_basin_changes(iterations, phi, temperatures_kelvin, path, production_start=None):
+    """phi of the target state over the run, and the cumulative basin changes (sign flips of phi) per state.
+
+    Parameters
+    ----------
+    iterations : numpy.ndarray of int, (n,)
+    phi : numpy.ndarray, (n, n_states), rad
+        Backbone phi of each state's configuration after each iteration.
+    temperatures_kelvin : array_like, (n_states,)
+    path : str
+        PNG file to write.
+    production_start : int, optional
+        First production iteration (a dotted line).
+    """
+    plt = _pyplot()
+    figure, axes = plt.subplots(2, 1, figsize=(7, 5.5), sharex=True)
+    axes[0].plot(iterations, np.degrees(phi[:, 0]), ".", ms=1.5)
+    axes[0].set_ylabel(f"phi at {temperatures_kelvin[0]:.0f} K (deg)")
+    axes[0].axhline(0.0, color="grey", lw=0.5)
+    changes = np.vstack([np.zeros((1, phi.shape[1])), np.diff(phi > 0, axis=0)]).cumsum(axis=0)
+    for k, kelvin in enumerate(temperatures_kelvin):
+        axes[1].plot(iterations, changes[:, k], lw=1.0, label=f"{kelvin:.0f} K")
+    axes[1].set_ylabel("basin changes (phi sign), cumulative")
+    axes[1].set_xlabel("iteration")
+    axes[1].legend(fontsize=7, ncol=2)
+    for axis in axes:
+        if production_start is not None:
+            axis.axvline(production_start, color="k", ls=":", lw=1.0)
+    axes[0].set_title("basin changes of each state's configuration (dotted: model frozen)")
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def plot_model_beside_replicas(replica_dihedrals, model_dihedrals, model_weights, kelvin, path, bins=36, max_kt=8.0):
+    """Free-energy surfaces at one temperature: the replicas' samples, the raw model samples, and reweighted.
+
+    Parameters
+    ----------
+    replica_dihedrals, model_dihedrals : tuple of numpy.ndarray
+        (phi, psi) in rad of the stored configurations and of the model samples.
+    model_weights : numpy.ndarray
+        Normalized importance weights of the model samples (Boltzmann over exact model density).
+    kelvin : float
+    path : str
+    """
+    plt = _pyplot()
+    panels = [(f"replicas ({len(replica_dihedrals[0])} samples)", replica_dihedrals, None),
+              (f"model ({len(model_dihedrals[0])} samples)", model_dihedrals, None),
+              (f"model reweighted (ESS {1.0 / np.sum(model_weights ** 2):.0f})", model_dihedrals, model_weights)]
+    figure, axes = plt.subplots(1, 3, figsize=(10.2, 3.4), sharey=True, layout="constrained")
+    image = None
+    for axis, (title, (phi, psi), weights) in zip(axes, panels):
+        free_energy, edges = free_energy_surface(phi, psi, bins=bins, weights=weights)
+        degrees = np.degrees(edges)
+        image = axis.pcolormesh(degrees, degrees, np.ma.masked_where(~(free_energy <= max_kt), free_energy).T, vmin=0.0, vmax=max_kt, cmap="viridis")
+        axis.set_title(title, fontsize=9)
+        axis.set_xlabel("phi (deg)")
+        axis.axvline(0.0, color="white", lw=0.5, ls="--")
+    axes[0].set_ylabel(f"psi (deg), {kelvin:.0f} K")
+    figure.colorbar(image, ax=axes.tolist(), label="F (kT)")
     figure.savefig(path, dpi=120)
     plt.close(figure)

@@ -9,8 +9,13 @@ What it holds, from the storage alone (the production phase, after
   with error bars (``openmm_ddpm.analysis``);
 - the neighbour swap acceptance of the ladder and the replicas' round trips;
 - acceptance, ESS / (K + 1) and training loss over the run
-  (``proposal_statistics.png``) and the time split (training, proposals,
-  the rest).
+  (``proposal_statistics.png``), basin changes over the run
+  (``basin_changes.png``) and the time split (MD with swaps and storage,
+  training, proposals; from openmmtools' per-iteration timestamps);
+- where the run has a frozen model: the target temperature's replica
+  samples beside the model's samples, raw and reweighted by Boltzmann
+  factor over exact model density (``model_beside_replicas.png``), with the
+  reweighted P(phi > 0) and its ESS.
 """
 import json
 import os
@@ -35,13 +40,32 @@ class Report:
     production_ess_fraction: float
     training_seconds: float
     proposal_seconds: float
+    wall_seconds: float
     per_state: list
+    basin_changes: list
+    model_samples: dict
+
+    @property
+    def other_seconds(self):
+        """Wall time not spent training or proposing: MD, swaps, energies and storage (s)."""
+        return max(0.0, self.wall_seconds - self.training_seconds - self.proposal_seconds)
 
 
-def analyze(directory):
-    """Write ``report.md``, ``summary.json`` and the plots into ``directory``; return the ``Report``."""
+def analyze(directory, model_samples=256, seed=0):
+    """Write ``report.md``, ``summary.json`` and the plots into ``directory``; return the ``Report``.
+
+    Parameters
+    ----------
+    directory : str
+        The ``--out`` of ``openmm-ddpm run``.
+    model_samples : int
+        Model samples drawn at the target temperature to set beside the replicas (0: none).
+    seed : int
+        Seed of those draws.
+    """
     from openmm_ddpm.app.plots import plot_proposal_statistics
-    from openmm_ddpm.multistate.storage import neighbour_swap_acceptance, read_ddpm_statistics, replica_round_trips
+    from openmm_ddpm.multistate.storage import (neighbour_swap_acceptance, read_ddpm_statistics, read_iteration_seconds,
+                                                replica_round_trips)
 
     storage = os.path.join(directory, STORAGE_NAME)
     if not os.path.exists(storage) or not os.path.exists(os.path.join(directory, CONFIG_NAME)):
@@ -54,6 +78,7 @@ def analyze(directory):
     production = statistics["ddpm_phase"] == 1
     moves = production & (statistics["ddpm_n_candidates"] > 0)
     n_targets = len(config.settings.proposals.target_states)
+    per_state, basin_changes, model_row = peptide_sections(storage, config, first, directory, model_samples, seed)
     report = Report(
         iterations=n_iterations, first_iteration=first, temperatures_kelvin=list(config.temperatures_kelvin),
         neighbour_swap_acceptance=neighbour_swap_acceptance(storage, first).tolist(),
@@ -63,48 +88,90 @@ def analyze(directory):
         production_ess_fraction=float(np.nanmean(statistics["ddpm_ess_fraction"][moves])) if moves.any() else float("nan"),
         training_seconds=float(np.nansum(statistics["ddpm_training_seconds"])),
         proposal_seconds=float(np.nansum(statistics["ddpm_proposal_seconds"])),
-        per_state=basin_rows(storage, config, first, directory))
+        wall_seconds=float(read_iteration_seconds(storage).sum()),
+        per_state=per_state, basin_changes=basin_changes, model_samples=model_row)
     plot_proposal_statistics(statistics, os.path.join(directory, "proposal_statistics.png"),
                              window=max(1, n_iterations // 100), n_target_states=n_targets)
     with open(os.path.join(directory, "summary.json"), "w") as stream:
-        json.dump(asdict(report), stream, indent=2)
+        json.dump({**asdict(report), "other_seconds": report.other_seconds}, stream, indent=2)
     with open(os.path.join(directory, "report.md"), "w") as stream:
         stream.write(markdown(report))
     return report
 
 
-def basin_rows(storage, config, first, directory):
-    """Per state: P(phi > 0) and dF by its own samples and by MBAR; [] for systems without a backbone phi."""
-    from openmm_ddpm.analysis import basin_free_energy_difference_kt, backbone_dihedrals, mbar_expectations
-    from openmm_ddpm.analysis.timeseries import population_free_energy_kt
-    from openmm_ddpm.app.plots import plot_free_energy_surfaces
-    from openmm_ddpm.multistate.storage import read_reduced_potentials, read_state_trajectories
+def peptide_sections(storage, config, first, directory, model_samples, seed):
+    """Per-state basin rows, basin changes per state in production, and the model row; empty without a backbone phi."""
+    from openmm_ddpm.analysis import backbone_dihedrals
+    from openmm_ddpm.app.plots import plot_basin_changes, plot_free_energy_surfaces
+    from openmm_ddpm.multistate.storage import read_state_trajectories
 
     _, _, topology = build_system(config.system)
     try:
-        _, positions = read_state_trajectories(storage, first_iteration=first)
+        iterations, positions = read_state_trajectories(storage, first_iteration=1)
     except ValueError:  # no analysis particles stored (systems above run.ANALYSIS_ATOMS)
-        return []
+        return [], [], {}
     if positions.size == 0 or positions.shape[2] != topology.getNumAtoms():
-        return []
+        return [], [], {}
     n, n_states = positions.shape[:2]
     phi, psi = backbone_dihedrals(positions.reshape(n * n_states, -1, 3), topology)
     if phi.shape[1] == 0:
-        return []
+        return [], [], {}
     phi, psi = phi[:, 0].reshape(n, n_states), psi[:, 0].reshape(n, n_states)
-    plot_free_energy_surfaces(phi, psi, list(config.temperatures_kelvin), os.path.join(directory, "free_energy_surfaces.png"))
-    mbar = mbar_expectations(read_reduced_potentials(storage, first_iteration=first), phi > 0, list(config.temperatures_kelvin))
+    temperatures = list(config.temperatures_kelvin)
+    plot_basin_changes(iterations, phi, temperatures, os.path.join(directory, "basin_changes.png"), production_start=first)
+    production = iterations >= first
+    changes = np.sum(np.diff(phi[production] > 0, axis=0), axis=0).astype(int).tolist()
+    phi, psi = phi[production], psi[production]
+    plot_free_energy_surfaces(phi, psi, temperatures, os.path.join(directory, "free_energy_surfaces.png"))
+    rows = basin_rows(storage, phi, temperatures, first)
+    target = (config.settings.proposals.target_states or [0])[0]
+    model_row = model_beside_replicas(directory, topology, (phi[:, target], psi[:, target]), temperatures[target],
+                                      model_samples, seed)
+    return rows, changes, model_row
+
+
+def basin_rows(storage, phi, temperatures_kelvin, first):
+    """Per state: P(phi > 0) and dF by its own samples and by MBAR."""
+    from openmm_ddpm.analysis import basin_free_energy_difference_kt, mbar_expectations
+    from openmm_ddpm.analysis.timeseries import population_free_energy_kt
+    from openmm_ddpm.multistate.storage import read_reduced_potentials
+
+    mbar = mbar_expectations(read_reduced_potentials(storage, first_iteration=first), phi > 0, temperatures_kelvin)
     rows = []
-    for k, kelvin in enumerate(config.temperatures_kelvin):
+    for k, kelvin in enumerate(temperatures_kelvin):
         p, p_error, df, df_error = basin_free_energy_difference_kt(phi[:, k] > 0)
         df_mbar, df_mbar_error = population_free_energy_kt(mbar.mean[k], mbar.error[k])
         inside = phi[:, k] > 0
         visits = int(inside[0]) + int(np.sum(inside[1:] & ~inside[:-1]))  # separate stays: what the error rests on
-        rows.append({"temperature_kelvin": kelvin, "samples": int(n), "samples_in_phi_positive": int(np.sum(inside)),
+        rows.append({"temperature_kelvin": kelvin, "samples": int(len(phi)), "samples_in_phi_positive": int(np.sum(inside)),
                      "visits_to_phi_positive": visits,
                      "p": p, "p_error": p_error, "df_kT": df, "df_error_kT": df_error, "p_mbar": float(mbar.mean[k]),
                      "p_mbar_error": float(mbar.error[k]), "df_mbar_kT": df_mbar, "df_mbar_error_kT": df_mbar_error})
     return rows
+
+
+def model_beside_replicas(directory, topology, replica_dihedrals, kelvin, n_samples, seed):
+    """Model samples at ``kelvin`` reweighted to Boltzmann: P(phi > 0) with its ESS, and the three-panel plot."""
+    from openmm import unit
+
+    from openmm_ddpm.analysis import backbone_dihedrals
+    from openmm_ddpm.app.plots import plot_model_beside_replicas
+    from openmm_ddpm.app.run import MODEL_NAME
+    from openmm_ddpm.app.sample import draw_weighted
+
+    if n_samples < 1 or not os.path.exists(os.path.join(directory, MODEL_NAME)):
+        return {}
+    samples = draw_weighted(directory, kelvin * unit.kelvin, n_samples, seed=seed)
+    kept = np.all(np.isfinite(samples.positions), axis=(1, 2))
+    phi, psi = backbone_dihedrals(samples.positions[kept], topology)
+    weights = samples.weights[kept]
+    p = float(np.sum(weights[phi[:, 0] > 0]))
+    p_error = float(np.sqrt(p * (1.0 - p) / max(samples.ess, 1.0)))
+    plot_model_beside_replicas(replica_dihedrals, (phi[:, 0], psi[:, 0]), weights, kelvin,
+                               os.path.join(directory, "model_beside_replicas.png"))
+    return {"temperature_kelvin": kelvin, "samples": int(n_samples), "outside_domain": int(np.sum(~kept)),
+            "ess": float(samples.ess), "p": p, "p_error": p_error,
+            "unweighted_p": float(np.mean(phi[:, 0] > 0)) if kept.any() else float("nan")}
 
 
 def markdown(report):
@@ -113,7 +180,8 @@ def markdown(report):
              f"{report.iterations} iterations; analysed from iteration {report.first_iteration} (the production phase).", "",
              f"- acceptance of the production proposals: {report.production_acceptance:.3f}; "
              f"mean ESS / (K + 1): {report.production_ess_fraction:.3f}",
-             f"- time spent training {report.training_seconds:.0f} s, proposing {report.proposal_seconds:.0f} s",
+             f"- wall time {report.wall_seconds:.0f} s: MD, swaps and storage {report.other_seconds:.0f} s, training "
+             f"{report.training_seconds:.0f} s, proposing {report.proposal_seconds:.0f} s",
              "- neighbour swap acceptance: " + ", ".join(f"{a:.2f}" for a in report.neighbour_swap_acceptance),
              f"- round trips of the replicas (lowest to highest temperature and back): {sum(report.round_trips)} "
              f"({', '.join(str(t) for t in report.round_trips)} per replica)", ""]
@@ -126,6 +194,16 @@ def markdown(report):
                          f"{r['df_mbar_error_kT']:.2f} | {r['samples_in_phi_positive']} ({r['visits_to_phi_positive']}) |")
         lines += ["", "The error bars rest on the separate visits to a basin: below ~20 they mean little, and the "
                   "delta-method error of dF is symmetric where the truth is not.", "",
-                  "![free-energy surfaces](free_energy_surfaces.png)", ""]
+                  "![free-energy surfaces](free_energy_surfaces.png)", "",
+                  "Basin changes (sign flips of phi) of each state's configuration in production: "
+                  + ", ".join(f"{r['temperature_kelvin']:.0f} K {c}" for r, c in zip(report.per_state, report.basin_changes)),
+                  "", "![basin changes](basin_changes.png)", ""]
+    if report.model_samples:
+        m = report.model_samples
+        lines += [f"The frozen model at {m['temperature_kelvin']:.0f} K: {m['samples']} samples ({m['outside_domain']} outside "
+                  f"its domain), P(phi > 0) {m['unweighted_p']:.4f} as drawn, {m['p']:.4f} +- {m['p_error']:.4f} reweighted "
+                  f"by Boltzmann factor over exact model density (ESS {m['ess']:.0f}; below ~50 not to be trusted). "
+                  "The run's estimates above do not use these samples.", "",
+                  "![model beside replicas](model_beside_replicas.png)", ""]
     lines += ["![proposal statistics](proposal_statistics.png)", ""]
     return "\n".join(lines)

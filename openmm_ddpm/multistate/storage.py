@@ -165,3 +165,30 @@ def read_ddpm_statistics(storage):
             for name in group.variables
             if name.startswith("ddpm_") and name.endswith(suffix)
         }
+
+
+def read_iteration_seconds(storage, resume_gap_seconds=600.0):
+    """Wall-clock seconds of each iteration, from openmmtools' per-iteration timestamps.
+
+    openmmtools stamps each iteration with ``time.ctime`` (1 s resolution), so a
+    single duration is rounded but their sum telescopes to the true span.
+    Gaps longer than ``resume_gap_seconds`` (a run stopped and resumed later)
+    count as 0.
+
+    Returns
+    -------
+    numpy.ndarray, (n_iterations + 1,), s
+        Indexed by iteration; entry 0 (the initial state) is 0.
+    """
+    import time
+
+    reporter = multistate.MultiStateReporter(storage, open_mode="r")
+    try:
+        last = reporter.read_last_iteration(last_checkpoint=False)
+        stamps = [reporter.read_timestamp(i) for i in range(last + 1)]
+    finally:
+        reporter.close()
+    seconds = np.array([time.mktime(time.strptime(str(s))) if str(s) else np.nan for s in stamps])
+    durations = np.diff(seconds, prepend=seconds[0])
+    durations[~np.isfinite(durations) | (durations < 0) | (durations > resume_gap_seconds)] = 0.0
+    return durations
