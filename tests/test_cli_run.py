@@ -1,4 +1,5 @@
 """``openmm-ddpm run``: the YAML config (every mistake one line naming the key), the run directory, resuming."""
+import json
 import os
 import time
 
@@ -181,6 +182,13 @@ def test_sample_writes_frames_whose_weights_are_boltzmann_over_model_density(tmp
 
     molecule = testsystems.AlanineDipeptideVacuum(constraints=None)
     frames = mdtraj.load(trajectory, top=mdtraj.Topology.from_openmm(molecule.topology)).xyz.astype(np.float64)
+    # analyze reports the plain run it was trained on, and the model beside it
+    assert cli.main(["analyze", out, "--model-samples", "8"]) == 0
+    with open(os.path.join(out, "summary.json")) as stream:
+        summary = json.load(stream)
+    assert summary["iterations"] == 20 and len(summary["per_state"]) == 3 and summary["model_samples"]["samples"] == 8
+    assert np.isnan(summary["production_acceptance"]) and summary["training_seconds"] == 0
+    assert "plain replica exchange" in open(os.path.join(out, "report.md")).read()
     model = load_exported_model(os.path.join(out, "model.pt"), molecule.system)
 
     def log_weights_at(kelvin):
@@ -275,6 +283,13 @@ def test_train_on_a_plain_run_uses_every_frame_and_sample_works_on_the_result(tm
     shutil.copytree(out, tmp_path / "moved")
     assert cli.main(["sample", str(tmp_path / "moved"), "--temperature", "400K", "-n", "8",
                      "--out", str(tmp_path / "s.pdb")]) == 0
+    # analyze reports the plain run it was trained on, and the model beside it
+    assert cli.main(["analyze", out, "--model-samples", "8"]) == 0
+    with open(os.path.join(out, "summary.json")) as stream:
+        summary = json.load(stream)
+    assert summary["iterations"] == 20 and len(summary["per_state"]) == 3 and summary["model_samples"]["samples"] == 8
+    assert np.isnan(summary["production_acceptance"]) and summary["training_seconds"] == 0
+    assert "plain replica exchange" in open(os.path.join(out, "report.md")).read()
     model = load_exported_model(os.path.join(out, "model.pt"), molecule.system)
     _, frames = read_state_trajectories(str(tmp_path / "plain.nc"))
     assert frames.shape[:2] == (20, 3)
@@ -356,3 +371,21 @@ def test_a_run_killed_midway_resumes_to_the_end(tmp_path):
     finally:
         reporter.close()
     assert os.path.getsize(os.path.join(out, "model.pt")) > 0
+
+
+def test_the_gpu_preset_asks_for_cuda_and_without_a_gpu_stops_in_one_line(tmp_path, capsys):
+    """examples/gpu_workstation.yaml: OpenMM and torch on CUDA, 12 replicas; on a machine without them, one line."""
+    import torch
+
+    preset = os.path.join(os.path.dirname(__file__), os.pardir, "examples", "gpu_workstation.yaml")
+    config = load_config(preset)
+    assert config.platform == "CUDA" and config.settings.model.device == "cuda"
+    assert len(config.temperatures_kelvin) == 12 and config.system.constraints == "hbonds"
+    assert config.settings.proposals.n_candidates == 4096
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA machine runs the preset")
+    no_gpu = write(tmp_path / "cuda_model.yaml", {**TINY, "settings": {**TINY["settings"], "model": {"device": "cuda"}}})
+    for path, names in ((preset, "platform 'CUDA'"), (no_gpu, "settings.model.device 'cuda'")):
+        assert cli.main(["run", path, "--out", str(tmp_path / "out")]) == 2
+        printed = capsys.readouterr().err
+        assert names in printed and printed.count("\n") == 1 and "Traceback" not in printed

@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from openmm_ddpm.app.config import ConfigError, load_config
-from openmm_ddpm.app.run import CONFIG_NAME, STORAGE_NAME, build_system
+from openmm_ddpm.app.run import CONFIG_NAME, SOURCE_NAME, STORAGE_NAME, build_system
 
 
 @dataclass
@@ -67,16 +67,16 @@ def analyze(directory, model_samples=256, seed=0):
     from openmm_ddpm.multistate.storage import (neighbour_swap_acceptance, read_ddpm_statistics, read_iteration_seconds,
                                                 replica_round_trips)
 
-    storage = os.path.join(directory, STORAGE_NAME)
-    if not os.path.exists(storage) or not os.path.exists(os.path.join(directory, CONFIG_NAME)):
-        raise ConfigError(f"{directory} holds no openmm-ddpm run ({STORAGE_NAME} and {CONFIG_NAME}): give the --out of a run")
+    storage, trained_from = run_storage(directory)
     config = load_config(os.path.join(directory, CONFIG_NAME))
-    statistics = read_ddpm_statistics(storage)
-    n_iterations = len(statistics["ddpm_phase"]) - 1  # indexed by iteration, 0 included
+    statistics = read_ddpm_statistics(storage) if trained_from is None else {}
+    n_iterations = _last_iteration(storage)
     freeze = config.settings.freeze_after
-    first = freeze + 1 if freeze is not None and freeze < n_iterations else n_iterations // 2 + 1
-    production = statistics["ddpm_phase"] == 1
-    moves = production & (statistics["ddpm_n_candidates"] > 0)
+    if trained_from is not None:  # a model trained on a plain run: analyse the frames it was trained on
+        first = trained_from
+    else:
+        first = freeze + 1 if freeze is not None and freeze < n_iterations else n_iterations // 2 + 1
+    moves = (statistics["ddpm_phase"] == 1) & (statistics["ddpm_n_candidates"] > 0) if statistics else np.zeros(0, bool)
     n_targets = len(config.settings.proposals.target_states)
     per_state, basin_changes, model_row = peptide_sections(storage, config, first, directory, model_samples, seed)
     report = Report(
@@ -86,17 +86,54 @@ def analyze(directory, model_samples=256, seed=0):
         production_acceptance=float(statistics["ddpm_n_accepted"][moves].sum() / (n_targets * moves.sum()))
         if moves.any() else float("nan"),
         production_ess_fraction=float(np.nanmean(statistics["ddpm_ess_fraction"][moves])) if moves.any() else float("nan"),
-        training_seconds=float(np.nansum(statistics["ddpm_training_seconds"])),
-        proposal_seconds=float(np.nansum(statistics["ddpm_proposal_seconds"])),
+        training_seconds=float(np.nansum(statistics.get("ddpm_training_seconds", 0.0))),
+        proposal_seconds=float(np.nansum(statistics.get("ddpm_proposal_seconds", 0.0))),
         wall_seconds=float(read_iteration_seconds(storage).sum()),
         per_state=per_state, basin_changes=basin_changes, model_samples=model_row)
-    plot_proposal_statistics(statistics, os.path.join(directory, "proposal_statistics.png"),
-                             window=max(1, n_iterations // 100), n_target_states=n_targets)
+    if statistics:
+        plot_proposal_statistics(statistics, os.path.join(directory, "proposal_statistics.png"),
+                                 window=max(1, n_iterations // 100), n_target_states=n_targets)
     with open(os.path.join(directory, "summary.json"), "w") as stream:
         json.dump({**asdict(report), "other_seconds": report.other_seconds}, stream, indent=2)
     with open(os.path.join(directory, "report.md"), "w") as stream:
-        stream.write(markdown(report))
+        stream.write(markdown(report, storage if trained_from is not None else None))
     return report
+
+
+def run_storage(directory):
+    """The storage a directory's report reads, and for a ``train`` directory the first iteration it trained on.
+
+    Returns
+    -------
+    storage : str
+    trained_from : int or None
+        None for a run directory (``openmm-ddpm run``).
+    """
+    if not os.path.exists(os.path.join(directory, CONFIG_NAME)):
+        raise ConfigError(f"{directory} holds no {CONFIG_NAME}: give the --out of openmm-ddpm run or train")
+    storage = os.path.join(directory, STORAGE_NAME)
+    if os.path.exists(storage):
+        return storage, None
+    source = os.path.join(directory, SOURCE_NAME)
+    if not os.path.exists(source):
+        raise ConfigError(f"{directory} holds no {STORAGE_NAME} (a run) or {SOURCE_NAME} (a trained model): "
+                          "give the --out of openmm-ddpm run or train")
+    with open(source) as stream:
+        values = json.load(stream)
+    if not os.path.exists(values["storage"]):
+        raise ConfigError(f"{values['storage']}, the storage this model was trained on, is gone: "
+                          f"put it back or correct {source}")
+    return values["storage"], int(values["first_iteration"])
+
+
+def _last_iteration(storage):
+    from openmmtools import multistate
+
+    reporter = multistate.MultiStateReporter(storage, open_mode="r")
+    try:
+        return int(reporter.read_last_iteration(last_checkpoint=False))
+    finally:
+        reporter.close()
 
 
 def peptide_sections(storage, config, first, directory, model_samples, seed):
@@ -174,17 +211,24 @@ def model_beside_replicas(directory, topology, replica_dihedrals, kelvin, n_samp
             "unweighted_p": float(np.mean(phi[:, 0] > 0)) if kept.any() else float("nan")}
 
 
-def markdown(report):
-    """``report.md``: the tables and the plots."""
-    lines = ["# openmm-ddpm run report", "",
-             f"{report.iterations} iterations; analysed from iteration {report.first_iteration} (the production phase).", "",
-             f"- acceptance of the production proposals: {report.production_acceptance:.3f}; "
-             f"mean ESS / (K + 1): {report.production_ess_fraction:.3f}",
-             f"- wall time {report.wall_seconds:.0f} s: MD, swaps and storage {report.other_seconds:.0f} s, training "
-             f"{report.training_seconds:.0f} s, proposing {report.proposal_seconds:.0f} s",
-             "- neighbour swap acceptance: " + ", ".join(f"{a:.2f}" for a in report.neighbour_swap_acceptance),
-             f"- round trips of the replicas (lowest to highest temperature and back): {sum(report.round_trips)} "
-             f"({', '.join(str(t) for t in report.round_trips)} per replica)", ""]
+def markdown(report, trained_on=None):
+    """``report.md``: the tables and the plots (``trained_on``: the plain run's storage of a ``train`` directory)."""
+    if trained_on is None:
+        lines = ["# openmm-ddpm run report", "",
+                 f"{report.iterations} iterations; analysed from iteration {report.first_iteration} (the production "
+                 "phase).", "",
+                 f"- acceptance of the production proposals: {report.production_acceptance:.3f}; "
+                 f"mean ESS / (K + 1): {report.production_ess_fraction:.3f}",
+                 f"- wall time {report.wall_seconds:.0f} s: MD, swaps and storage {report.other_seconds:.0f} s, training "
+                 f"{report.training_seconds:.0f} s, proposing {report.proposal_seconds:.0f} s"]
+    else:
+        lines = ["# openmm-ddpm report of a trained model", "",
+                 f"The model was trained on {trained_on}: {report.iterations} iterations of plain replica exchange, "
+                 f"analysed (and trained on) from iteration {report.first_iteration}.", "",
+                 f"- wall time of that run {report.wall_seconds:.0f} s"]
+    lines += ["- neighbour swap acceptance: " + ", ".join(f"{a:.2f}" for a in report.neighbour_swap_acceptance),
+              f"- round trips of the replicas (lowest to highest temperature and back): {sum(report.round_trips)} "
+              f"({', '.join(str(t) for t in report.round_trips)} per replica)", ""]
     if report.per_state:
         lines += ["| T (K) | P(phi > 0) | dF (kT) | P(phi > 0), MBAR | dF (kT), MBAR | samples (visits) in phi > 0 |",
                   "|---|---|---|---|---|---|"]
@@ -205,5 +249,6 @@ def markdown(report):
                   f"by Boltzmann factor over exact model density (ESS {m['ess']:.0f}; below ~50 not to be trusted). "
                   "The run's estimates above do not use these samples.", "",
                   "![model beside replicas](model_beside_replicas.png)", ""]
-    lines += ["![proposal statistics](proposal_statistics.png)", ""]
+    if trained_on is None:
+        lines += ["![proposal statistics](proposal_statistics.png)", ""]
     return "\n".join(lines)

@@ -21,6 +21,7 @@ from openmm_ddpm._version import __version__
 from openmm_ddpm.app.config import ConfigError, parse_config
 
 CONFIG_NAME, STORAGE_NAME, LOG_NAME, MODEL_NAME = "config.yaml", "run.nc", "run.log", "model.pt"
+SOURCE_NAME = "trained_on.json"  # written by ``openmm-ddpm train``: the plain run's storage and first iteration
 ANALYSIS_ATOMS = 1000  # systems up to this size store every atom's position every iteration (openmmtools' analysis particles)
 SMALL_SYSTEM_ATOMS = 100  # below this, OpenMM's Reference platform beats CPU and GPU on one core (measured: 22 atoms)
 
@@ -104,6 +105,17 @@ def choose_platform(name, system):
     return openmm.Platform.getPlatformByName(name)
 
 
+def check_torch_device(device):
+    """A one-line error when ``settings.model.device`` names a CUDA device torch cannot use here."""
+    import torch
+
+    if device.startswith("cuda"):
+        index = int(device.split(":")[1]) if ":" in device else 0
+        if not torch.cuda.is_available() or index >= torch.cuda.device_count():
+            raise ConfigError(f"settings.model.device {device!r}: torch sees no such CUDA device here "
+                              f"({torch.cuda.device_count()} found): set device: auto (or cpu)")
+
+
 def write_config(config, path):
     """The resolved configuration as YAML, headed by the package version."""
     with open(path, "w") as stream:
@@ -143,6 +155,7 @@ def run(config=None, directory="openmm_ddpm_run", progress=True):
     system, positions, _ = build_system(config.system)
     cache.global_context_cache.empty()  # a platform is set on an empty cache only (a second run in one process)
     cache.global_context_cache.set_platform(choose_platform(config.platform, system))
+    check_torch_device(config.settings.model.device)
     handler = _log_to(os.path.join(directory, LOG_NAME))
     try:
         if os.path.exists(storage):

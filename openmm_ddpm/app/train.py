@@ -7,14 +7,16 @@ which must be every atom) at every state's temperature; a model is trained
 on them offline and exported. The directory it writes is one that
 ``openmm-ddpm sample`` reads: ``model.pt``, ``config.yaml`` (the settings,
 the temperatures, and the System as ``system.xml`` + the PDB), so weighted
-samples at any temperature follow.
+samples at any temperature follow, and ``trained_on.json`` (the storage's
+path), so ``openmm-ddpm analyze`` reports the plain run beside the model.
 """
 import dataclasses
+import json
 import os
 import shutil
 
 from openmm_ddpm.app.config import ConfigError, RunConfig, SystemSpec, default_config
-from openmm_ddpm.app.run import CONFIG_NAME, MODEL_NAME, write_config
+from openmm_ddpm.app.run import CONFIG_NAME, MODEL_NAME, SOURCE_NAME, write_config
 
 
 @dataclasses.dataclass
@@ -110,6 +112,8 @@ def train_from_storage(storage, pdb, directory, steps=20_000, settings=None, fir
     config = RunConfig(system=SystemSpec(xml="system.xml", pdb="structure.pdb"),  # read from the directory
                        temperatures_kelvin=tuple(kelvins), iterations=len(positions), settings=settings)
     write_config(config, os.path.join(directory, CONFIG_NAME))
+    with open(os.path.join(directory, SOURCE_NAME), "w") as stream:  # for openmm-ddpm analyze
+        json.dump({"storage": os.path.abspath(storage), "first_iteration": max(int(first_iteration), 1)}, stream)
     return TrainingResult(int(len(learner.buffer)), kelvins, learner.trainer.n_steps_done, float(loss), model_path)
 
 
