@@ -6,7 +6,9 @@ checkpoints beside it), ``run.log`` and, at the end, ``model.pt`` (the
 frozen proposal model, ``openmm_ddpm.load_exported_model``). Running again
 on the same directory with the same configuration resumes where the
 storage's last checkpoint left off (a larger ``iterations`` extends the
-run); a different configuration is refused, so nothing is overwritten.
+run); a different configuration is refused, so nothing is overwritten. A
+storage left unreadable by a kill inside one of its writes is restored from
+its newest snapshot (``openmm_ddpm.multistate.snapshots``).
 """
 import logging
 import os
@@ -23,6 +25,7 @@ from openmm_ddpm.app.config import ConfigError, parse_config
 CONFIG_NAME, STORAGE_NAME, LOG_NAME, MODEL_NAME = "config.yaml", "run.nc", "run.log", "model.pt"
 SOURCE_NAME = "trained_on.json"  # written by ``openmm-ddpm train``: the plain run's storage and first iteration
 ANALYSIS_ATOMS = 1000  # systems up to this size store every atom's position every iteration (openmmtools' analysis particles)
+logger = logging.getLogger(__name__)
 SMALL_SYSTEM_ATOMS = 100  # below this, OpenMM's Reference platform beats CPU and GPU on one core (measured: 22 atoms)
 
 
@@ -116,6 +119,19 @@ def check_torch_device(device):
                               f"({torch.cuda.device_count()} found): set device: auto (or cpu)")
 
 
+def set_aside_if_killed_before_its_first_checkpoint(storage):
+    """A storage that cannot be read and has no snapshot yet (killed while it was created, or before the first
+    checkpoint) holds nothing to resume: rename its files to ``*.unreadable`` so the run starts again."""
+    from openmm_ddpm.multistate.snapshots import newest_snapshot, storage_files, storage_is_readable
+
+    if storage_is_readable(storage) or newest_snapshot(storage)[0] is not None:
+        return
+    for path in storage_files(storage):
+        os.replace(path, path + ".unreadable")
+    logger.warning(f"{storage} could not be read and has no snapshot (killed before its first checkpoint): "
+                   "set aside as *.unreadable; the run starts again")
+
+
 def write_config(config, path):
     """The resolved configuration as YAML, headed by the package version."""
     with open(path, "w") as stream:
@@ -158,11 +174,13 @@ def run(config=None, directory="openmm_ddpm_run", progress=True):
     check_torch_device(config.settings.model.device)
     handler = _log_to(os.path.join(directory, LOG_NAME))
     try:
+        if os.path.exists(storage) and not os.path.exists(config_path):
+            raise ConfigError(f"{storage} exists without {CONFIG_NAME}: not an openmm-ddpm run; give another --out")
         if os.path.exists(storage):
-            if not os.path.exists(config_path):
-                raise ConfigError(f"{storage} exists without {CONFIG_NAME}: not an openmm-ddpm run; give another --out")
             check_same_run(config, directory)
-            sampler = DDPMParallelTemperingSampler.from_storage(storage)
+            set_aside_if_killed_before_its_first_checkpoint(storage)
+        if os.path.exists(storage):
+            sampler = DDPMParallelTemperingSampler.from_storage(storage)  # restores a snapshot if it must
         else:
             write_config(config, config_path)
             sampler = DDPMParallelTemperingSampler(number_of_iterations=config.iterations, online_analysis_interval=None,

@@ -50,6 +50,7 @@ from openmm_ddpm.multistate.checkpoints import (
     save_atomic,
 )
 from openmm_ddpm.multistate.learner import PHASE_PRODUCTION, OnlineLearner, phase_of, target_temperatures_kelvin
+from openmm_ddpm.multistate.snapshots import recover_storage, take_snapshot
 from openmm_ddpm.multistate.support import plain_replica_exchange_reason, warn_plain_replica_exchange
 from openmm_ddpm.multistate.velocities import RescaledSwapsMixin
 from openmm_ddpm.seeding import integer_seed, seed_replica_mixing
@@ -350,6 +351,24 @@ class DDPMSamplerMixin:
             self._reporter.write_online_analysis_data(self._iteration, **statistics)
         if digest:
             self._reporter.write_dict(f"ddpm_checkpoint_{self._iteration}", {"sha256": digest, "package_version": __version__})
+
+    def _report_iteration(self):
+        """openmmtools' report (ending in a sync of the storage), then at checkpoint iterations a storage snapshot."""
+        super()._report_iteration()
+        if self._iteration % self._reporter.checkpoint_interval == 0:
+            mpiplus.run_single_node(0, self._snapshot_storage, broadcast_result=False)
+
+    def _snapshot_storage(self):
+        seconds = take_snapshot(self._reporter.filepath, self._iteration)
+        logger.debug(f"storage snapshot of iteration {self._iteration} in {seconds:.3f} s")
+
+    @classmethod
+    def from_storage(cls, storage):
+        """openmmtools' ``from_storage``; a storage path that cannot be read is first restored from its newest
+        snapshot (``openmm_ddpm.multistate.snapshots.recover_storage``)."""
+        if isinstance(storage, str):
+            mpiplus.run_single_node(0, recover_storage, storage, broadcast_result=False, sync_nodes=True)
+        return super().from_storage(storage)
 
     def _restore_sampler_from_reporter(self, reporter):
         super()._restore_sampler_from_reporter(reporter)
