@@ -83,10 +83,17 @@ def take_snapshot(storage, iteration):
 
 def storage_is_readable(storage):
     """Whether openmmtools can open the storage and read its last iteration's energies and last checkpoint's states."""
+    import netCDF4
     from openmmtools import multistate
 
-    if not all(os.path.exists(path) for path in storage_files(storage)) or len(storage_files(storage)) < 2:
+    files = storage_files(storage)
+    if len(files) < 2:
         return False
+    for path in files:  # netCDF4 first: openmmtools retries a failing open for 8 s
+        try:
+            netCDF4.Dataset(path, "r").close()
+        except Exception:  # noqa: BLE001
+            return False
     try:
         reporter = multistate.MultiStateReporter(storage, open_mode="r")
     except Exception:  # noqa: BLE001 (HDF5 errors come as RuntimeError, OSError, KeyError ...)
