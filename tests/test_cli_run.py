@@ -80,7 +80,7 @@ def test_run_writes_its_directory_resumes_and_refuses_another_config(tmp_path, c
     out = str(tmp_path / "run")
     config = write(tmp_path / "tiny.yaml", TINY)
     assert cli.main(["run", config, "--out", out, "--quiet"]) == 0
-    assert sorted(os.listdir(out)) >= ["config.yaml", "model.pt", "run.log", "run.nc"]
+    assert set(os.listdir(out)) >= {"config.yaml", "model.pt", "model.pt.sha256", "run.log", "run.nc"}
     with open(os.path.join(out, "config.yaml")) as stream:
         assert stream.readline().startswith("# openmm-ddpm ")
     assert load_config(os.path.join(out, "config.yaml")) == parse_config(TINY, base=str(tmp_path))
@@ -182,13 +182,6 @@ def test_sample_writes_frames_whose_weights_are_boltzmann_over_model_density(tmp
 
     molecule = testsystems.AlanineDipeptideVacuum(constraints=None)
     frames = mdtraj.load(trajectory, top=mdtraj.Topology.from_openmm(molecule.topology)).xyz.astype(np.float64)
-    # analyze reports the plain run it was trained on, and the model beside it
-    assert cli.main(["analyze", out, "--model-samples", "8"]) == 0
-    with open(os.path.join(out, "summary.json")) as stream:
-        summary = json.load(stream)
-    assert summary["iterations"] == 20 and len(summary["per_state"]) == 3 and summary["model_samples"]["samples"] == 8
-    assert np.isnan(summary["production_acceptance"]) and summary["training_seconds"] == 0
-    assert "plain replica exchange" in open(os.path.join(out, "report.md")).read()
     model = load_exported_model(os.path.join(out, "model.pt"), molecule.system)
 
     def log_weights_at(kelvin):

@@ -73,9 +73,10 @@ def main(argv=None):
     except Exception as error:  # a user's mistake: one line, unless --debug
         from openmm_ddpm.app.config import ConfigError
 
-        if args.debug or not isinstance(error, (ConfigError, FileNotFoundError)):
+        if args.debug or not isinstance(error, (ConfigError, FileNotFoundError, ValueError)):
             raise
-        print(f"openmm-ddpm {args.command}: error: {error}", file=sys.stderr)
+        hint = "" if isinstance(error, ConfigError) else " (--debug shows the traceback)"
+        print(f"openmm-ddpm {args.command}: error: {error}{hint}", file=sys.stderr)
         return 2
 
 

@@ -12,8 +12,10 @@ weights_only=True)``: no arbitrary code is unpickled.
 import hashlib
 import logging
 import os
+import pickle
 import re
 import tempfile
+import zipfile
 
 import torch
 
@@ -76,11 +78,24 @@ def load_verified(path, expected_sha256=None):
     Raises
     ------
     ValueError
-        If the file's hash differs from ``expected_sha256``.
+        If the file's hash differs from ``expected_sha256``, it cannot be read
+        (truncated, corrupted), or it holds pickled objects (never executed).
     """
     if expected_sha256 is not None and file_sha256(path) != expected_sha256:
-        raise ValueError(f"checkpoint {path} does not match the hash recorded in storage")
-    return torch.load(path, map_location="cpu", weights_only=True)
+        raise ValueError(f"{path} does not match the hash (SHA-256) recorded when it was written: changed or corrupted since")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        raise ValueError(f"{path} holds objects other than tensors, numbers and strings, refused without being "
+                         f"executed: {_first_line(error)}") from error
+    except (RuntimeError, EOFError, zipfile.BadZipFile) as error:
+        raise ValueError(f"{path} cannot be read, truncated or corrupted ({_first_line(error)}): "
+                         "write it again") from error
+
+
+def _first_line(error, limit=120):
+    line = (str(error).strip().splitlines() or [type(error).__name__])[0]
+    return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
 def list_checkpoints(directory):

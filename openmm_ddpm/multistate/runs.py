@@ -17,6 +17,7 @@ any proposal density that covers the target), never a retroactive change
 of the run's proposals.
 """
 import dataclasses
+import os
 
 import torch
 
@@ -118,7 +119,10 @@ def export_proposal_model(learner, path, iteration):
         "ema_network": {name: value.detach().cpu() for name, value in learner.trainer.ema_network.state_dict().items()},
         **learner._representation_state(),
     }  # CPU tensors: a model trained on a GPU loads anywhere
-    return save_atomic(state, path)
+    digest = save_atomic(state, path)
+    with open(path + ".sha256", "w") as stream:  # checked by load_exported_model
+        stream.write(digest + "\n")
+    return digest
 
 
 def load_exported_model(path, system, expected_sha256=None, device="cpu"):
@@ -140,14 +144,42 @@ def load_exported_model(path, system, expected_sha256=None, device="cpu"):
     openmm_ddpm.model.DiffusionProposalModel
         Frozen, float64.
     """
+    if expected_sha256 is None and os.path.exists(path + ".sha256"):
+        with open(path + ".sha256") as stream:
+            expected_sha256 = stream.read().strip()
     state = load_verified(path, expected_sha256)
+    check_exported_state(state, path, system)
     settings = Settings.from_dict({name: state["settings"].get(name) for name in GROUPS})
     settings = dataclasses.replace(settings, model=dataclasses.replace(settings.model, device=device))
     learner = OnlineLearner(settings, system, state["reference_positions"].numpy())
-    learner._rebuild_model(state)
-    learner.trainer.ema_network.load_state_dict(state["ema_network"])
+    try:
+        learner._rebuild_model(state)
+        learner.trainer.ema_network.load_state_dict(state["ema_network"])
+    except (ValueError, RuntimeError) as error:  # features or weights of another System or representation
+        message = (str(error).strip().splitlines() or [""])[0]
+        raise ValueError(f"{path} does not fit this System ({message}): give the System it was trained on, "
+                         "with the same constraints") from error
     learner.refresh_proposal_model()
     return learner.proposal_model
+
+
+EXPORTED_KEYS = ("package_version", "settings", "reference_positions", "ema_network", "standardizer")
+
+
+def check_exported_state(state, path, system):
+    """One-line errors for an exported model that is not one, is from a newer version, or fits another System."""
+    missing = [key for key in EXPORTED_KEYS if key not in state]
+    if missing:
+        raise ValueError(f"{path} lacks {', '.join(missing)}: not a model of export_proposal_model; "
+                         "export it again (openmm_ddpm.export_proposal_model)")
+    written = tuple(int(part) for part in str(state["package_version"]).split(".")[:2] if part.isdigit())
+    if written > tuple(int(part) for part in __version__.split(".")[:2]):
+        raise ValueError(f"{path} was written by openmm_ddpm {state['package_version']}, newer than this "
+                         f"{__version__}: upgrade openmm_ddpm to read it")
+    n_atoms = len(state["reference_positions"])
+    if n_atoms != system.getNumParticles():
+        raise ValueError(f"{path} was trained on a System of {n_atoms} particles, this one has "
+                         f"{system.getNumParticles()}: give the System the model was trained on")
 
 
 def refine_proposal_model(storage, n_steps, output):
