@@ -58,7 +58,7 @@ def test_twenty_kills_at_random_moments_lose_at_most_one_checkpoint_interval_eac
     for kill in kills:
         assert kill.resumed_from % 4 == 0 and kill.iteration - 4 <= kill.resumed_from <= kill.iteration, kill
         assert kill.learner_from == (kill.resumed_from if kill.resumed_from > 0 else -1), kill
-        assert kill.velocities_ok, kill
+        assert kill.velocities_ok or kill.resumed_from == 0, kill  # iteration 0 holds the created state: no velocities
     with capsys.disabled():
         landed = {stage: sum(k.landed == stage for k in kills) for stage in sorted({k.landed for k in kills})}
         print(f"\n20 kills landed in: {landed}; restored from a snapshot: "

@@ -300,3 +300,24 @@ def test_two_mpi_ranks_share_the_proposed_positions(tmp_path):
     assert accepted > 0 and len(ranks[0]["iterations"]) == len(ranks[1]["iterations"]) == accepted
     for key in ("iterations", "replicas", "positions"):
         assert np.array_equal(ranks[0][key], ranks[1][key])
+
+
+@pytest.mark.skipif(_mpiexec() is None, reason="no mpiexec: pip install mpi4py mpich")
+def test_a_two_rank_mpi_run_killed_midway_resumes_on_two_ranks(tmp_path):
+    """openmmtools#624: SIGKILL to every process of a 2-rank run in iteration 17; the same 2-rank command with
+    --resume restores the checkpoint of iteration 15 (model and storage) and completes."""
+    storage = str(tmp_path / "run.nc")
+    command = [_mpiexec(), "-n", "2", sys.executable, SCRIPT, storage, "30"]
+    process = subprocess.Popen(command + ["--pause-in-iteration", "17"], stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    for line in process.stdout:
+        if line.startswith("PAUSED"):
+            break
+    else:
+        raise AssertionError("the run ended before the kill point")
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    completed = subprocess.run(command + ["--resume"], capture_output=True, text=True, timeout=600)
+    assert completed.returncode == 0, completed.stdout[-2000:] + completed.stderr[-2000:]
+    result = json.loads([line for line in completed.stdout.splitlines() if line.startswith("{")][-1])
+    assert result["final_iteration"] == 30 and result["start_iteration"] == result["restored_from_iteration"] == 15

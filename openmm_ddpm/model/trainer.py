@@ -1,11 +1,15 @@
 """Training of the diffusion model, with EMA weights for proposals."""
 import copy
+import logging
 import math
 
 import torch
 
 from openmm_ddpm.model.diffusion import EDMDiffusion
 from openmm_ddpm.settings import TrainingSettings
+
+logger = logging.getLogger(__name__)
+MIN_BATCH_SIZE = 8  # below this, out of memory in training is an error
 
 
 class OnlineTrainer:
@@ -31,6 +35,7 @@ class OnlineTrainer:
             diffusion.network.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay
         )
         self.n_steps_done = 0
+        self.batch_size = int(settings.batch_size)  # halved on out-of-memory errors (``step``)
 
     def step(self, features, temperatures_kelvin, n_steps):
         """Run n optimizer steps on random minibatches.
@@ -55,16 +60,33 @@ class OnlineTrainer:
             raise ValueError("need the same, non-zero number of features and temperatures")
         total = 0.0
         for _ in range(int(n_steps)):
-            index = torch.randint(features.shape[0], (self.settings.batch_size,), generator=self.generator, device=device)
-            loss = self.diffusion.loss(features[index], temperatures[index], generator=self.generator)
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(network.parameters(), self.settings.gradient_clip)
-            self.optimizer.step()
+            total += self._step_halving_the_batch_on_oom(network, features, temperatures)
             self._update_ema()
-            total += float(loss.detach())
         self.n_steps_done += int(n_steps)
         return total / max(int(n_steps), 1)
+
+    def _step_halving_the_batch_on_oom(self, network, features, temperatures):
+        """One optimizer step; out of (GPU) memory, the batch is halved for the rest of the run and the step retried."""
+        while True:
+            try:
+                index = torch.randint(features.shape[0], (self.batch_size,), generator=self.generator,
+                                      device=features.device)
+                loss = self.diffusion.loss(features[index], temperatures[index], generator=self.generator)
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(network.parameters(), self.settings.gradient_clip)
+                self.optimizer.step()
+                return float(loss.detach())
+            except torch.OutOfMemoryError as error:
+                self.optimizer.zero_grad(set_to_none=True)
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
+                if self.batch_size <= MIN_BATCH_SIZE:
+                    raise RuntimeError(f"out of memory in training even at a batch of {self.batch_size}: use a smaller "
+                                       "model (model.width, model.depth) or model.device: cpu") from error
+                self.batch_size //= 2
+                logger.warning(f"out of memory in training: the batch is halved to {self.batch_size} for this run "
+                               "(set training.batch_size to keep it)")
 
     def set_learning_rate(self, learning_rate):
         """Use ``learning_rate`` for the following steps (a schedule's value)."""

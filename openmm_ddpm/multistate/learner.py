@@ -33,6 +33,7 @@ from openmm_ddpm.seeding import integer_seed, numpy_generator
 logger = logging.getLogger(__name__)
 
 PHASE_ADAPTIVE, PHASE_PRODUCTION = 0, 1
+MIN_FIT_FRAMES = 2  # the standardization needs two frames, whatever training.min_buffer_frames says
 
 
 def phase_of(iteration, freeze_after):
@@ -91,7 +92,7 @@ class OnlineLearner:
             (``cosine_learning_rate``). None keeps ``learning_rate``.
         """
         training = self.settings.training
-        if len(self.buffer) < training.min_buffer_frames:
+        if len(self.buffer) < max(training.min_buffer_frames, MIN_FIT_FRAMES):
             return float("nan")
         positions, temperatures = self.buffer.arrays()
         if self.trainer is None:
@@ -121,7 +122,13 @@ class OnlineLearner:
         return loss
 
     def _freeze(self, iteration):
-        if self.frozen or self.trainer is None:
+        if self.frozen:
+            return float("nan")
+        if self.trainer is None:  # never trained: say so once, and stay without proposals
+            self.frozen = True
+            logger.warning(f"iteration {iteration}: the production phase starts without a model (the buffer held "
+                           f"{len(self.buffer)} frames, training needs {self.settings.training.min_buffer_frames}): "
+                           "it runs as plain replica exchange; lower training.min_buffer_frames or freeze later")
             return float("nan")
         loss = float("nan")
         if self.settings.training.refine_steps > 0:

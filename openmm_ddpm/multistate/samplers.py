@@ -370,6 +370,13 @@ class DDPMSamplerMixin:
             mpiplus.run_single_node(0, recover_storage, storage, broadcast_result=False, sync_nodes=True)
         return super().from_storage(storage)
 
+    @classmethod
+    def _instantiate_sampler_from_reporter(cls, reporter):
+        if "representation" not in reporter.read_dict("options"):  # stored by every DDPM sampler's create
+            raise ValueError(f"{reporter.filepath} was written by a plain openmmtools sampler: resume it with "
+                             "openmmtools' own class, or train a model on it (openmm-ddpm train)")
+        return super()._instantiate_sampler_from_reporter(reporter)
+
     def _restore_sampler_from_reporter(self, reporter):
         super()._restore_sampler_from_reporter(reporter)
         mpiplus.run_single_node(0, self._restore_learner, reporter, broadcast_result=False)
