@@ -45,22 +45,12 @@ CONFIG = {
 
 
 def state_zero_energy(storage, first):
-    """Mean and correlated standard error (kT) of the 300 K state's reduced potential from ``first`` on."""
-    from openmmtools import multistate
-
+    """Last iteration, and the mean and correlated standard error (kT) of the 300 K state's reduced potential."""
     from openmm_ddpm.analysis.timeseries import mean_with_correlated_error
+    from openmm_ddpm.multistate.storage import read_reduced_potentials
 
-    reporter = multistate.MultiStateReporter(storage, open_mode="r")
-    try:
-        last = reporter.read_last_iteration(last_checkpoint=False)
-        energies, _, _ = reporter.read_energies()
-        replica_states = reporter.read_replica_thermodynamic_states()
-    finally:
-        reporter.close()
-    energies, replica_states = np.asarray(energies)[first:last + 1], np.asarray(replica_states)[first:last + 1]
-    replica = np.argmax(replica_states == 0, axis=1)
-    mean, error, _ = mean_with_correlated_error(energies[np.arange(len(replica)), replica, 0])
-    return last, mean, error
+    energies = read_reduced_potentials(storage, first_iteration=first)[:, 0, 0]
+    return first + len(energies) - 1, *mean_with_correlated_error(energies)[:2]
 
 
 def harness(n_kills, directory, seed):

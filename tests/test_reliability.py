@@ -26,16 +26,10 @@ def _write(path, values):
 
 
 def _state_zero_energies(storage, first):
-    reporter = multistate.MultiStateReporter(storage, open_mode="r")
-    try:
-        last = reporter.read_last_iteration(last_checkpoint=False)
-        energies, _, _ = reporter.read_energies()
-        states = reporter.read_replica_thermodynamic_states()
-    finally:
-        reporter.close()
-    energies, states = np.asarray(energies)[first: last + 1], np.asarray(states)[first: last + 1]
-    replica = np.argmax(states == 0, axis=1)
-    return last, energies[np.arange(len(replica)), replica, 0]
+    from openmm_ddpm.multistate.storage import read_reduced_potentials
+
+    energies = read_reduced_potentials(storage, first_iteration=first)[:, 0, 0]  # 300 K's configuration at 300 K
+    return first + len(energies) - 1, energies
 
 
 @pytest.mark.slow
