@@ -71,11 +71,13 @@ def test_openmmtools_hooks_the_samplers_override_exist():
     that renames one must fail here, not silently bypass the learner."""
     from openmmtools.multistate import MultiStateSampler, ParallelTemperingSampler, ReplicaExchangeSampler
 
+    from openmm_ddpm.multistate.persistence import PersistenceMixin
     from openmm_ddpm.multistate.samplers import DDPMSamplerMixin
 
     for hook in ("_propagate_replicas", "_propagate_replica", "_mix_replicas", "_report_iteration_items",
-                 "_restore_sampler_from_reporter", "_pre_write_create"):
-        assert hook in vars(DDPMSamplerMixin)
+                 "_report_iteration", "_restore_sampler_from_reporter", "_instantiate_sampler_from_reporter",
+                 "from_storage", "_pre_write_create"):
+        assert hook in vars(DDPMSamplerMixin) or hook in vars(PersistenceMixin)
         for parent in (MultiStateSampler, ParallelTemperingSampler, ReplicaExchangeSampler):
             assert callable(getattr(parent, hook, None)), (parent.__name__, hook)
 

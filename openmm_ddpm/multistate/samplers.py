@@ -24,7 +24,8 @@ Per iteration (DESIGN.md section 5):
 4. statistics go to the openmmtools storage (``online_analysis`` group, one
    entry per iteration), and at every storage checkpoint iteration the whole
    learning state is checkpointed atomically next to the storage, with its
-   SHA-256 recorded in storage.
+   SHA-256 recorded in storage, and the storage snapshotted
+   (``persistence.PersistenceMixin``: checkpoints, snapshots, resume).
 
 From ``freeze_after`` iterations on the model is frozen for good and the run
 is a homogeneous Markov chain that leaves the Boltzmann distribution of
@@ -39,18 +40,10 @@ from openmm import unit
 from openmmtools import cache
 from openmmtools.multistate import ParallelTemperingSampler, ReplicaExchangeSampler
 
-from openmm_ddpm._version import __version__
 from openmm_ddpm.moves.streaming import StreamingLangevinMove
 from openmm_ddpm.multistate.contexts import EnergyContextCache
-from openmm_ddpm.multistate.checkpoints import (
-    checkpoint_path,
-    newest_intact_checkpoint,
-    prune_checkpoints,
-    run_directory_of,
-    save_atomic,
-)
 from openmm_ddpm.multistate.learner import PHASE_PRODUCTION, OnlineLearner, phase_of, target_temperatures_kelvin
-from openmm_ddpm.multistate.snapshots import recover_storage, take_snapshot
+from openmm_ddpm.multistate.persistence import PersistenceMixin
 from openmm_ddpm.multistate.support import plain_replica_exchange_reason, warn_plain_replica_exchange
 from openmm_ddpm.multistate.velocities import RescaledSwapsMixin
 from openmm_ddpm.seeding import integer_seed, seed_replica_mixing
@@ -58,11 +51,10 @@ from openmm_ddpm.settings import GROUPS, Settings
 
 logger = logging.getLogger(__name__)
 
-CHECKPOINTS_KEPT = 3
 PROGRESS_INTERVAL = 25  # iterations between progress lines at INFO (DEBUG in between)
 
 
-class DDPMSamplerMixin:
+class DDPMSamplerMixin(PersistenceMixin):
     """What the DDPM samplers add to an openmmtools replica-exchange sampler.
 
     Parameters
@@ -145,11 +137,6 @@ class DDPMSamplerMixin:
     def last_iteration_statistics(self):
         """This iteration's ``ddpm_*`` statistics (phase, training loss and seconds, proposals, acceptance); {} before any."""
         return dict(self._ddpm_iteration_statistics or {})
-
-    @property
-    def run_directory(self):
-        """Directory of the model checkpoints, next to the storage file."""
-        return run_directory_of(self._reporter.filepath)
 
     # --- create and validate ------------------------------------------------------------
 
@@ -329,72 +316,6 @@ class DDPMSamplerMixin:
 
     def _state_of(self, replica_id):
         return self._thermodynamic_states[self._replica_thermodynamic_states[replica_id]]
-
-    # --- storage, checkpoints and resume -------------------------------------------------
-
-    def _checkpoint_if_due(self):
-        """Save the learning state at storage checkpoint iterations; return its hash ('' if none)."""
-        if self._iteration % self._reporter.checkpoint_interval != 0:
-            return ""
-        path = checkpoint_path(self.run_directory, self._iteration)
-        digest = save_atomic(self._learner.state_dict(self._iteration), path)
-        prune_checkpoints(self.run_directory, keep=CHECKPOINTS_KEPT)
-        return digest
-
-    @mpiplus.on_single_node(rank=0, broadcast_result=False, sync_nodes=False)
-    @mpiplus.delayed_termination
-    def _report_iteration_items(self):
-        super()._report_iteration_items()
-        statistics = dict(self._ddpm_iteration_statistics or {})
-        digest = statistics.pop("ddpm_checkpoint_sha256", "")
-        if statistics:
-            self._reporter.write_online_analysis_data(self._iteration, **statistics)
-        if digest:
-            self._reporter.write_dict(f"ddpm_checkpoint_{self._iteration}", {"sha256": digest, "package_version": __version__})
-
-    def _report_iteration(self):
-        """openmmtools' report (ending in a sync of the storage), then at checkpoint iterations a storage snapshot."""
-        super()._report_iteration()
-        if self._iteration % self._reporter.checkpoint_interval == 0:
-            mpiplus.run_single_node(0, self._snapshot_storage, broadcast_result=False)
-
-    def _snapshot_storage(self):
-        seconds = take_snapshot(self._reporter.filepath, self._iteration)
-        logger.debug(f"storage snapshot of iteration {self._iteration} in {seconds:.3f} s")
-
-    @classmethod
-    def from_storage(cls, storage):
-        """openmmtools' ``from_storage``; a storage path that cannot be read is first restored from its newest
-        snapshot (``openmm_ddpm.multistate.snapshots.recover_storage``)."""
-        if isinstance(storage, str):
-            mpiplus.run_single_node(0, recover_storage, storage, broadcast_result=False, sync_nodes=True)
-        return super().from_storage(storage)
-
-    @classmethod
-    def _instantiate_sampler_from_reporter(cls, reporter):
-        if "representation" not in reporter.read_dict("options"):  # stored by every DDPM sampler's create
-            raise ValueError(f"{reporter.filepath} was written by a plain openmmtools sampler: resume it with "
-                             "openmmtools' own class, or train a model on it (openmm-ddpm train)")
-        return super()._instantiate_sampler_from_reporter(reporter)
-
-    def _restore_sampler_from_reporter(self, reporter):
-        super()._restore_sampler_from_reporter(reporter)
-        mpiplus.run_single_node(0, self._restore_learner, reporter, broadcast_result=False)
-
-    def _restore_learner(self, reporter):
-        """Load the newest intact checkpoint not newer than the restored iteration."""
-        if self.plain_reason is not None:
-            warn_plain_replica_exchange(self.plain_reason)
-            return
-        state, iteration = newest_intact_checkpoint(reporter, max_iteration=self._iteration)
-        if state is None:
-            logger.warning("no intact DDPM checkpoint found: the model starts from scratch")
-            return
-        self._learner = self._new_learner()
-        self._learner.prepare()
-        self._learner.load_state_dict(state)
-        self._learner.restored_from_iteration = iteration
-        logger.info(f"restored the DDPM learning state of iteration {iteration}")
 
 
 class DDPMParallelTemperingSampler(DDPMSamplerMixin, RescaledSwapsMixin, ParallelTemperingSampler):

@@ -21,7 +21,7 @@ from openmm import unit
 from openmmtools.multistate import MultiStateSampler
 
 from openmm_ddpm.app import cli
-from openmm_ddpm.multistate import DDPMParallelTemperingSampler, samplers
+from openmm_ddpm.multistate import DDPMParallelTemperingSampler, persistence, samplers
 
 markers = os.open(sys.argv[1], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
 current = {"iteration": 0}
@@ -49,8 +49,8 @@ Mixin._propagate_replica = staged("md", Mixin._propagate_replica, lambda self, r
 Mixin._train_if_due = staged("training", Mixin._train_if_due)
 Mixin._propose_if_due = staged("proposals", Mixin._propose_if_due)
 MultiStateSampler._report_iteration = staged("storage", MultiStateSampler._report_iteration)
-samplers.save_atomic = staged("checkpoint", samplers.save_atomic)
-samplers.take_snapshot = staged("snapshot", samplers.take_snapshot)
+persistence.save_atomic = staged("checkpoint", persistence.save_atomic)
+persistence.take_snapshot = staged("snapshot", persistence.take_snapshot)
 
 
 def kinetic_energies_are_thermal(sampler):
