@@ -119,9 +119,13 @@ def export_proposal_model(learner, path, iteration):
         "ema_network": {name: value.detach().cpu() for name, value in learner.trainer.ema_network.state_dict().items()},
         **learner._representation_state(),
     }  # CPU tensors: a model trained on a GPU loads anywhere
+    sidecar = path + ".sha256"  # checked by load_exported_model; never left naming another file's hash
+    if os.path.exists(sidecar):
+        os.unlink(sidecar)
     digest = save_atomic(state, path)
-    with open(path + ".sha256", "w") as stream:  # checked by load_exported_model
+    with open(sidecar + ".tmp", "w") as stream:
         stream.write(digest + "\n")
+    os.replace(sidecar + ".tmp", sidecar)
     return digest
 
 
