@@ -70,3 +70,32 @@ def test_basin_ess_counts_the_samples_each_basin_rests_on():
     assert ess0 == pytest.approx(4.0) and share0 == pytest.approx(4.0 / 8.008)
     assert ess1 == pytest.approx(4.008**2 / (16 + 2 * 16e-6)) and share1 == pytest.approx(4.008 / 8.008)
     assert 1.0 < ess1 < 1.01  # the basin's estimate rests on one sample, whatever the overall ESS (about 2.6)
+
+
+def test_collective_variables_are_the_distances_angles_and_dihedrals_of_their_atoms():
+    """Dihedral 4-6-8-14 of alanine dipeptide is mdtraj's phi; a distance and an angle against numpy; the free-energy
+    profile is -ln of the histogram's populations."""
+    import mdtraj
+    from openmmtools import testsystems
+
+    from openmm_ddpm.analysis.collective import (collective_variable_values, free_energy_profile, histogram_edges,
+                                                 parse_collective_variable)
+
+    molecule = testsystems.AlanineDipeptideVacuum(constraints=None)
+    base = molecule.positions.value_in_unit(unit.nanometer)
+    frames = base[None] + np.random.default_rng(0).normal(0.0, 0.01, (50,) + base.shape)
+    topology = mdtraj.Topology.from_openmm(molecule.topology)
+    phi = np.degrees(mdtraj.compute_phi(mdtraj.Trajectory(frames.astype(np.float32), topology))[1][:, 0])
+    np.testing.assert_allclose(collective_variable_values(frames, molecule.topology, (4, 6, 8, 14)), phi, atol=1e-3)
+    np.testing.assert_allclose(collective_variable_values(frames, molecule.topology, (1, 4)),
+                               np.linalg.norm(frames[:, 1] - frames[:, 4], axis=1), rtol=1e-5)
+    a, b = frames[:, 1] - frames[:, 4], frames[:, 6] - frames[:, 4]
+    angle = np.degrees(np.arccos(np.sum(a * b, axis=1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)))
+    np.testing.assert_allclose(collective_variable_values(frames, molecule.topology, (1, 4, 6)), angle, atol=1e-3)
+    assert parse_collective_variable(" 4, 6,8,14", 22) == (4, 6, 8, 14)
+    for bad in ("4,4", "1,2,3,4,5", "a,b", "0,22"):
+        with pytest.raises(ValueError):
+            parse_collective_variable(bad, 22)
+    values = np.array([0.1] * 30 + [0.3] * 10)
+    edges = [histogram_edges((1, 4), values, 2)]
+    np.testing.assert_allclose(free_energy_profile([values], edges), [0.0, np.log(3.0)])

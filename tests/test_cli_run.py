@@ -130,7 +130,12 @@ def test_analyze_reports_each_state_from_its_own_samples(tmp_path, capsys):
     elapsed = time.time() - started
     assert cli.main(["analyze", out, "--model-samples", "0"]) == 0
     assert "report.md" in capsys.readouterr().out
-    report = analyze(out, model_samples=16, seed=3)
+    report = analyze(out, model_samples=16, seed=3, collective_variables=["4,6,8,14", "6,8,14,16"])
+    assert report.collective_variables == [[4, 6, 8, 14], [6, 8, 14, 16]]
+    for bad, message in ((["4,6,8,99"], "0..21"), (["4,6,8,14,16"], "5 atoms"), (["1,2"] * 3, "3 times")):
+        assert cli.main(["analyze", out, "--model-samples", "0", *[f"--cv={b}" for b in bad]]) == 2
+        printed = capsys.readouterr().err
+        assert message in printed and printed.count("\n") == 1
     assert report.iterations == 12 and report.first_iteration == 4
     statistics = read_ddpm_statistics(os.path.join(out, "run.nc"))
     moves = (statistics["ddpm_phase"] == 1) & (statistics["ddpm_n_candidates"] > 0)
@@ -155,7 +160,7 @@ def test_analyze_reports_each_state_from_its_own_samples(tmp_path, capsys):
     assert report.model_samples["p"] == pytest.approx(np.sum(samples.weights[kept][phi > 0]))
     assert report.model_samples["ess"] == pytest.approx(samples.ess)
     for name in ("report.md", "summary.json", "free_energy_surfaces.png", "proposal_statistics.png", "basin_changes.png",
-                 "model_beside_replicas.png"):
+                 "model_beside_replicas.png", "collective_variables.png"):
         assert os.path.getsize(os.path.join(out, name)) > 0
 
 

@@ -39,6 +39,9 @@ def build_parser():
     analyze.add_argument("--model-samples", type=int, default=256,
                          help="model samples at the target temperature to set beside the replicas (0: none; "
                               "default: %(default)s)")
+    analyze.add_argument("--cv", action="append", default=[], metavar="I,J[,K[,L]]",
+                         help="a collective variable: 2 atom indices (0-based) a distance, 3 an angle, 4 a dihedral; "
+                              "give it once for free-energy profiles, twice for surfaces, per temperature")
     sample = commands.add_parser("sample", parents=[common],
                                  help="weighted model samples at any temperature: trajectory + weights",
                                  description="Draw from a run's frozen model at a temperature, simulated or not, with "
@@ -106,7 +109,7 @@ def _run(args):
 def _analyze(args):
     from openmm_ddpm.app.report import analyze
 
-    report = analyze(args.directory, model_samples=args.model_samples)
+    report = analyze(args.directory, model_samples=args.model_samples, collective_variables=args.cv)
     print(f"{args.directory}/report.md: {report.iterations} iterations, analysed from {report.first_iteration}; "
           f"production acceptance {report.production_acceptance:.2f}; wall {report.wall_seconds:.0f} s (MD, swaps "
           f"and storage {report.other_seconds:.0f}, training {report.training_seconds:.0f}, proposals "

@@ -157,3 +157,46 @@ def plot_model_beside_replicas(replica_dihedrals, model_dihedrals, model_weights
     figure.colorbar(image, ax=axes.tolist(), label="F (kT)")
     figure.savefig(path, dpi=120)
     plt.close(figure)
+
+
+def plot_collective_variables(values, cvs, temperatures_kelvin, path, bins=36, max_kt=8.0):
+    """Free energy over the user's collective variables per temperature: profiles (one CV) or surfaces (two).
+
+    Parameters
+    ----------
+    values : numpy.ndarray, (n_samples, n_states, n_cvs)
+        nm for distances, degrees for angles and dihedrals (``analysis.collective``).
+    cvs : list of tuple of int
+        The atom indices of each collective variable.
+    temperatures_kelvin : array_like, (n_states,)
+    path : str
+    """
+    from openmm_ddpm.analysis.collective import KINDS, UNITS, free_energy_profile, histogram_edges
+
+    plt = _pyplot()
+    labels = [f"{KINDS[len(atoms)]} {'-'.join(map(str, atoms))} ({UNITS[KINDS[len(atoms)]]})" for atoms in cvs]
+    edges = [histogram_edges(atoms, values[:, :, i], bins) for i, atoms in enumerate(cvs)]
+    n_states = len(temperatures_kelvin)
+    if len(cvs) == 1:
+        figure, axis = plt.subplots(figsize=(6.5, 4))
+        centres = 0.5 * (edges[0][1:] + edges[0][:-1])
+        for k, kelvin in enumerate(temperatures_kelvin):
+            axis.plot(centres, free_energy_profile([values[:, k, 0]], edges), lw=1.2, label=f"{kelvin:.0f} K")
+        axis.set_xlabel(labels[0])
+        axis.set_ylabel("F (kT)")
+        axis.set_ylim(0.0, max_kt)
+        axis.legend(fontsize=7, ncol=2)
+    else:
+        figure, axes = plt.subplots(1, n_states, figsize=(3.0 * n_states + 1.2, 3.3), squeeze=False, sharey=True,
+                                    layout="constrained")
+        image = None
+        for k, axis in enumerate(axes[0]):
+            free_energy = free_energy_profile([values[:, k, 0], values[:, k, 1]], edges)
+            image = axis.pcolormesh(edges[0], edges[1], np.ma.masked_where(~(free_energy <= max_kt), free_energy).T,
+                                    vmin=0.0, vmax=max_kt, cmap="viridis")
+            axis.set_title(f"{temperatures_kelvin[k]:.0f} K", fontsize=9)
+            axis.set_xlabel(labels[0], fontsize=8)
+        axes[0, 0].set_ylabel(labels[1], fontsize=8)
+        figure.colorbar(image, ax=axes[0].tolist(), label="F (kT)")
+    figure.savefig(path, dpi=120)
+    plt.close(figure)

@@ -12,6 +12,8 @@ What it holds, from the storage alone (the production phase, after
   (``proposal_statistics.png``), basin changes over the run
   (``basin_changes.png``) and the time split (MD with swaps and storage,
   training, proposals; from openmmtools' per-iteration timestamps);
+- the free energy over one or two collective variables of the user's
+  (``--cv``: distances, angles, dihedrals of atom indices) per temperature;
 - where the run has a frozen model: the target temperature's replica
   samples beside the model's samples, raw and reweighted by Boltzmann
   factor over exact model density (``model_beside_replicas.png``), with the
@@ -44,6 +46,7 @@ class Report:
     per_state: list
     basin_changes: list
     model_samples: dict
+    collective_variables: list = None
 
     @property
     def other_seconds(self):
@@ -51,7 +54,7 @@ class Report:
         return max(0.0, self.wall_seconds - self.training_seconds - self.proposal_seconds)
 
 
-def analyze(directory, model_samples=256, seed=0):
+def analyze(directory, model_samples=256, seed=0, collective_variables=()):
     """Write ``report.md``, ``summary.json`` and the plots into ``directory``; return the ``Report``.
 
     Parameters
@@ -62,6 +65,10 @@ def analyze(directory, model_samples=256, seed=0):
         Model samples drawn at the target temperature to set beside the replicas (0: none).
     seed : int
         Seed of those draws.
+    collective_variables : sequence of str
+        One or two collective variables, each 2, 3 or 4 comma-separated atom
+        indices (distance, angle, dihedral; ``--cv`` of the command line):
+        their free energy per temperature goes into ``collective_variables.png``.
     """
     from openmm_ddpm.app.plots import plot_proposal_statistics
     from openmm_ddpm.multistate.storage import (neighbour_swap_acceptance, read_ddpm_statistics, read_iteration_seconds,
@@ -78,6 +85,7 @@ def analyze(directory, model_samples=256, seed=0):
         first = freeze + 1 if freeze is not None and freeze < n_iterations else n_iterations // 2 + 1
     moves = (statistics["ddpm_phase"] == 1) & (statistics["ddpm_n_candidates"] > 0) if statistics else np.zeros(0, bool)
     n_targets = len(config.settings.proposals.target_states)
+    cvs = collective_variable_section(storage, config, first, directory, collective_variables)
     per_state, basin_changes, model_row = peptide_sections(storage, config, first, directory, model_samples, seed)
     report = Report(
         iterations=n_iterations, first_iteration=first, temperatures_kelvin=list(config.temperatures_kelvin),
@@ -89,7 +97,7 @@ def analyze(directory, model_samples=256, seed=0):
         training_seconds=float(np.nansum(statistics.get("ddpm_training_seconds", 0.0))),
         proposal_seconds=float(np.nansum(statistics.get("ddpm_proposal_seconds", 0.0))),
         wall_seconds=float(read_iteration_seconds(storage).sum()),
-        per_state=per_state, basin_changes=basin_changes, model_samples=model_row)
+        per_state=per_state, basin_changes=basin_changes, model_samples=model_row, collective_variables=cvs)
     if statistics:
         plot_proposal_statistics(statistics, os.path.join(directory, "proposal_statistics.png"),
                                  window=max(1, n_iterations // 100), n_target_states=n_targets)
@@ -98,6 +106,34 @@ def analyze(directory, model_samples=256, seed=0):
     with open(os.path.join(directory, "report.md"), "w") as stream:
         stream.write(markdown(report, storage if trained_from is not None else None))
     return report
+
+
+def collective_variable_section(storage, config, first, directory, texts):
+    """The user's collective variables (atom-index tuples) and their plot over production; [] when none asked."""
+    from openmm_ddpm.analysis.collective import collective_variable_values, parse_collective_variable
+    from openmm_ddpm.app.plots import plot_collective_variables
+    from openmm_ddpm.multistate.storage import read_state_trajectories
+
+    if not texts:
+        return []
+    if len(texts) > 2:
+        raise ConfigError(f"--cv given {len(texts)} times: one collective variable draws profiles, two a surface")
+    _, _, topology = build_system(config.system)
+    try:
+        cvs = [parse_collective_variable(text, topology.getNumAtoms()) for text in texts]
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
+    try:
+        _, positions = read_state_trajectories(storage, first_iteration=first)
+    except ValueError:
+        raise ConfigError("--cv needs every iteration's positions, which runs store for systems up to "
+                          "1,000 atoms only") from None
+    n, n_states = positions.shape[:2]
+    values = np.stack([collective_variable_values(positions.reshape(n * n_states, -1, 3), topology, atoms)
+                       .reshape(n, n_states) for atoms in cvs], axis=-1)
+    plot_collective_variables(values, cvs, list(config.temperatures_kelvin),
+                              os.path.join(directory, "collective_variables.png"))
+    return [list(atoms) for atoms in cvs]
 
 
 def run_storage(directory):
@@ -249,6 +285,12 @@ def markdown(report, trained_on=None):
                   f"by Boltzmann factor over exact model density (ESS {m['ess']:.0f}; below ~50 not to be trusted). "
                   "The run's estimates above do not use these samples.", "",
                   "![model beside replicas](model_beside_replicas.png)", ""]
+    if report.collective_variables:
+        from openmm_ddpm.analysis.collective import KINDS
+
+        names = ", ".join(f"{KINDS[len(a)]} of atoms {'-'.join(map(str, a))}" for a in report.collective_variables)
+        lines += [f"Free energy per temperature over {names} (0-based atom indices), production samples:", "",
+                  "![collective variables](collective_variables.png)", ""]
     if trained_on is None:
         lines += ["![proposal statistics](proposal_statistics.png)", ""]
     return "\n".join(lines)
