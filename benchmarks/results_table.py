@@ -31,6 +31,8 @@ KINDS = {  # file name prefix -> what the benchmark measures
     "held_solvent_move": "a solute model's proposals in explicit water with the water held, against vacuum",
     "proposal_move_cost": "one exact proposal move against its number of candidates K: seconds, ESS, weighted points/s",
     "velocities_at_swaps": "plain PT with velocities kept / rescaled / reassigned at a swap: <u> and kinetic energy at 300 K",
+    "kill_and_resume": "a run SIGKILLed at random moments of each stage and resumed; the cost of a storage snapshot",
+    "long_run_memory": "a long CPU run: resident memory, buffer and storage over iterations",
 }
 
 
@@ -75,6 +77,16 @@ def headline(result):
         parts.append("acceptance in water (held) / vacuum: {:.2f} / {:.2f}; median best-candidate gap {:.0f} kT".format(
             held["explicit_water_held"]["acceptance"], held["vacuum"]["acceptance"],
             held["explicit_water_held"]["best_candidate_gap_kT_median"]))
+    harness = result.get("harness") or {}
+    if "landed" in harness:
+        parts.append("{} kills, all resumed within one interval: {}; snapshot {:.3f} s for {:.0f} MB".format(
+            len(harness["kills"]), harness["all_resumed_within_one_interval"] and harness["all_models_of_the_same_iteration"]
+            and harness["all_velocities_kept"], result["snapshot"]["seconds_per_snapshot"],
+            sum(result["snapshot"]["bytes"].values()) / 2**20))
+    if "rss_mb_last" in result:
+        parts.append("resident memory {:.0f} -> {:.0f} MB after the buffer filled; storage {:.1f} MB per 1,000 iterations"
+                     .format(result["rss_mb_first_full_buffer"], result["rss_mb_last"],
+                             result["storage_mb_per_1000_iterations"]))
     if "df_kT" in result and "df_error_kT" in result:
         parts.append(f"dF(300 K) {result['df_kT']:.2f} +- {result['df_error_kT']:.2f} kT")
     if "wall_seconds" in result and result["wall_seconds"] == result["wall_seconds"]:
