@@ -125,3 +125,4 @@ def test_an_unreadable_storage_is_restored_from_its_snapshot_with_the_model_of_t
     with pytest.raises(RuntimeError, match="no storage snapshot") as error:
         recover_storage(spare_storage)
     assert "\n" not in str(error.value)
+    assert recover_storage(str(tmp_path / "missing.nc")) is None  # a missing storage is openmmtools' to report

@@ -133,7 +133,7 @@ def recover_storage(storage):
     RuntimeError
         If the storage is unreadable and no complete snapshot exists.
     """
-    if storage_is_readable(storage):
+    if not os.path.exists(storage) or storage_is_readable(storage):  # a missing file is openmmtools' to report
         return None
     slot, manifest = newest_snapshot(storage)
     if slot is None:
