@@ -46,20 +46,13 @@ def phi_of(positions_nm, topology):
     return phi[:, 0]
 
 
-def production_summary(storage, n_candidates):
-    """Proposal statistics of the production phase, from storage."""
+def production_summary(storage):
+    """Proposal statistics of the production phase, from storage (``storage.production_proposal_summary``)."""
+    from openmm_ddpm.multistate.storage import production_proposal_summary
+
     statistics = read_ddpm_statistics(storage)
-    production = statistics["ddpm_phase"] == 1
-    candidates = np.nansum(statistics["ddpm_n_candidates"][production])
-    moves = candidates / n_candidates
-    return statistics, {
-        "production_moves_at_300K": int(moves),
-        "acceptance": float(np.nansum(statistics["ddpm_n_accepted"][production]) / max(moves, 1)),
-        "mean_ess_fraction": float(np.nanmean(statistics["ddpm_ess_fraction"][production])),
-        "invalid_candidate_fraction": float(np.nansum(statistics["ddpm_n_invalid"][production]) / max(candidates, 1)),
-        "training_seconds": float(np.nansum(statistics["ddpm_training_seconds"])),
-        "proposal_seconds": float(np.nansum(statistics["ddpm_proposal_seconds"])),
-    }
+    summary = production_proposal_summary(statistics)
+    return statistics, {"production_moves_at_300K": summary.pop("moves"), **summary}
 
 
 def streamed_basin_populations(learner, topology):
@@ -225,7 +218,7 @@ def analyze(storage, molecule, args, argv, learned, counts, wall):
     ``learned``: (proposal model, OnlineLearner, iteration it belongs to).
     """
     model, learner, learned_iteration = learned
-    statistics, proposals = production_summary(storage, args.n_candidates)
+    statistics, proposals = production_summary(storage)
     plot_proposal_statistics(statistics, os.path.join(args.output, "proposal_statistics.png"))
     frames_per_iteration = learner.buffer.n_added / learned_iteration
     gap, means, log_weights = log_weight_gap(learner, molecule.system, TEMPERATURES[0],

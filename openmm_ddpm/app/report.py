@@ -71,8 +71,8 @@ def analyze(directory, model_samples=256, seed=0, collective_variables=()):
         their free energy per temperature goes into ``collective_variables.png``.
     """
     from openmm_ddpm.app.plots import plot_proposal_statistics
-    from openmm_ddpm.multistate.storage import (neighbour_swap_acceptance, read_ddpm_statistics, read_iteration_seconds,
-                                                replica_round_trips)
+    from openmm_ddpm.multistate.storage import (neighbour_swap_acceptance, production_proposal_summary,
+                                                read_ddpm_statistics, read_iteration_seconds, replica_round_trips)
 
     storage, trained_from = run_storage(directory)
     config = load_config(os.path.join(directory, CONFIG_NAME))
@@ -83,19 +83,17 @@ def analyze(directory, model_samples=256, seed=0, collective_variables=()):
         first = trained_from
     else:
         first = freeze + 1 if freeze is not None and freeze < n_iterations else n_iterations // 2 + 1
-    moves = (statistics["ddpm_phase"] == 1) & (statistics["ddpm_n_candidates"] > 0) if statistics else np.zeros(0, bool)
     n_targets = len(config.settings.proposals.target_states)
+    proposals = production_proposal_summary(statistics, n_targets) if statistics else {}
     cvs = collective_variable_section(storage, config, first, directory, collective_variables)
     per_state, basin_changes, model_row = peptide_sections(storage, config, first, directory, model_samples, seed)
     report = Report(
         iterations=n_iterations, first_iteration=first, temperatures_kelvin=list(config.temperatures_kelvin),
         neighbour_swap_acceptance=neighbour_swap_acceptance(storage, first).tolist(),
         round_trips=replica_round_trips(storage, first).tolist(),
-        production_acceptance=float(statistics["ddpm_n_accepted"][moves].sum() / (n_targets * moves.sum()))
-        if moves.any() else float("nan"),
-        production_ess_fraction=float(np.nanmean(statistics["ddpm_ess_fraction"][moves])) if moves.any() else float("nan"),
-        training_seconds=float(np.nansum(statistics.get("ddpm_training_seconds", 0.0))),
-        proposal_seconds=float(np.nansum(statistics.get("ddpm_proposal_seconds", 0.0))),
+        production_acceptance=proposals.get("acceptance", float("nan")),
+        production_ess_fraction=proposals.get("mean_ess_fraction", float("nan")),
+        training_seconds=proposals.get("training_seconds", 0.0), proposal_seconds=proposals.get("proposal_seconds", 0.0),
         wall_seconds=float(read_iteration_seconds(storage).sum()),
         per_state=per_state, basin_changes=basin_changes, model_samples=model_row, collective_variables=cvs)
     if statistics:

@@ -192,3 +192,33 @@ def read_iteration_seconds(storage, resume_gap_seconds=600.0):
     durations = np.diff(seconds, prepend=seconds[0])
     durations[~np.isfinite(durations) | (durations < 0) | (durations > resume_gap_seconds)] = 0.0
     return durations
+
+
+def production_proposal_summary(statistics, n_target_states=1):
+    """The proposal moves of the production phase (``ddpm_phase == 1``), from ``read_ddpm_statistics``.
+
+    Parameters
+    ----------
+    statistics : dict
+        ``read_ddpm_statistics(storage)``.
+    n_target_states : int
+        Proposal moves per proposing iteration (one per target state).
+
+    Returns
+    -------
+    dict
+        ``moves``, ``acceptance`` (accepted per move; NaN without moves), ``mean_ess_fraction``,
+        ``invalid_candidate_fraction``, and the run's ``training_seconds`` and ``proposal_seconds``.
+    """
+    production = statistics["ddpm_phase"] == 1
+    proposing = production & (statistics["ddpm_n_candidates"] > 0)
+    moves = int(proposing.sum()) * int(n_target_states)
+    candidates = float(np.nansum(statistics["ddpm_n_candidates"][production]))
+    return {
+        "moves": moves,
+        "acceptance": float(np.nansum(statistics["ddpm_n_accepted"][proposing]) / moves) if moves else float("nan"),
+        "mean_ess_fraction": float(np.nanmean(statistics["ddpm_ess_fraction"][proposing])) if moves else float("nan"),
+        "invalid_candidate_fraction": float(np.nansum(statistics["ddpm_n_invalid"][production]) / max(candidates, 1.0)),
+        "training_seconds": float(np.nansum(statistics["ddpm_training_seconds"])),
+        "proposal_seconds": float(np.nansum(statistics["ddpm_proposal_seconds"])),
+    }
