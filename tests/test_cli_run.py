@@ -387,3 +387,34 @@ def test_the_gpu_preset_asks_for_cuda_and_without_a_gpu_stops_in_one_line(tmp_pa
         assert cli.main(["run", path, "--out", str(tmp_path / "out")]) == 2
         printed = capsys.readouterr().err
         assert names in printed and printed.count("\n") == 1 and "Traceback" not in printed
+
+
+def test_the_commands_print_their_results_without_the_libraries_banners(tmp_path):
+    """openmmtools' citations go to run.log, pymbar's JAX advert and openmmtools' 'experimental' notice nowhere;
+    a warning of our own still reaches stderr (negative control: the plain-replica-exchange notice of a System
+    the proposals cannot handle)."""
+    import logging
+    import subprocess
+    import sys
+
+    from openmm_ddpm.app.cli import LibraryNoise
+    from openmm_ddpm.app.report import analyze
+
+    out = str(tmp_path / "run")
+    config = write(tmp_path / "tiny.yaml", {**TINY, "iterations": 6})
+    command = [sys.executable, "-m", "openmm_ddpm.app.cli"]
+    for arguments in (["run", config, "--out", out, "--quiet"], ["analyze", out, "--model-samples", "2"]):
+        completed = subprocess.run(command + arguments, capture_output=True, text=True, timeout=300)
+        assert completed.returncode == 0, completed.stderr[-2000:]
+        assert "cite" not in completed.stdout and "JAX" not in completed.stderr and "experimental" not in completed.stderr
+        assert completed.stdout.count("\n") <= 8 and completed.stderr == ""
+    assert "Please cite" in open(os.path.join(out, "run.log")).read()
+    short = str(tmp_path / "short")
+    assert cli.main(["run", write(tmp_path / "short.yaml", {**TINY, "iterations": 4}), "--out", short, "--quiet"]) == 0
+    with pytest.raises(ConfigError, match="run it longer"):  # one production iteration: nothing to estimate from
+        analyze(short)
+    record = logging.LogRecord("openmm_ddpm.multistate.support", logging.WARNING, "", 0, "runs as plain replica exchange",
+                               None, None)
+    assert LibraryNoise().filter(record)
+    record.name = "pymbar.mbar_solvers"
+    assert not LibraryNoise().filter(record)

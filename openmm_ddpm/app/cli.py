@@ -64,6 +64,41 @@ def build_parser():
     return parser
 
 
+class LibraryNoise(logging.Filter):
+    """Drops the banners libraries log on every command: pymbar's JAX advert and timeseries caveat, openmmtools'
+    'experimental API' notice. Every other warning still shows."""
+
+    def filter(self, record):
+        if record.name.startswith("pymbar") and record.levelno <= logging.WARNING:
+            return False
+        return "API is experimental" not in record.getMessage()
+
+
+class _Stderr(logging.StreamHandler):
+    """A handler on whatever ``sys.stderr`` is when a record comes (not the stream of the moment it was made)."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value):
+        pass
+
+
+def configure_console():
+    """Warnings and errors on stderr, without the libraries' banners (the progress bar says what INFO would; a run's
+    run.log keeps INFO)."""
+    root = logging.getLogger()
+    if not any(getattr(handler, "openmm_ddpm_console", False) for handler in root.handlers):
+        console = _Stderr()
+        console.setLevel(logging.WARNING)
+        console.setFormatter(logging.Formatter("%(message)s"))
+        console.addFilter(LibraryNoise())
+        console.openmm_ddpm_console = True
+        root.addHandler(console)
+
+
 def main(argv=None):
     """Entry point of the ``openmm-ddpm`` console script; returns the exit status."""
     parser = build_parser()
@@ -71,6 +106,7 @@ def main(argv=None):
     if args.command is None:
         parser.print_help()
         return 0
+    configure_console()
     try:
         return {"run": _run, "analyze": _analyze, "sample": _sample, "train": _train}[args.command](args)
     except Exception as error:  # a user's mistake: one line, unless --debug
@@ -94,9 +130,6 @@ def _run(args):
         if args.iterations < 1:
             raise ConfigError(f"--iterations must be a positive integer, got {args.iterations}")
         config = dataclasses.replace(config, iterations=args.iterations)
-    console = logging.StreamHandler()
-    console.setLevel(logging.WARNING)  # the progress bar says what INFO would; run.log in --out keeps INFO
-    logging.basicConfig(handlers=[console], format="%(message)s")
     result = run(config, args.out, progress=not args.quiet)
     acceptance = result.production_acceptance
     print(f"{result.directory}: {result.iterations} iterations ({result.iterations - result.resumed_from} in "

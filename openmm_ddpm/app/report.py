@@ -83,6 +83,9 @@ def analyze(directory, model_samples=256, seed=0, collective_variables=()):
         first = trained_from
     else:
         first = freeze + 1 if freeze is not None and freeze < n_iterations else n_iterations // 2 + 1
+    if n_iterations - first + 1 < 2:
+        raise ConfigError(f"{directory} has {max(n_iterations - first + 1, 0)} iteration(s) to analyse (from "
+                          f"{first} to {n_iterations}): run it longer (openmm-ddpm run --iterations N)")
     n_targets = len(config.settings.proposals.target_states)
     proposals = production_proposal_summary(statistics, n_targets) if statistics else {}
     cvs = collective_variable_section(storage, config, first, directory, collective_variables)

@@ -10,6 +10,8 @@ run); a different configuration is refused, so nothing is overwritten. A
 storage left unreadable by a kill inside one of its writes is restored from
 its newest snapshot (``openmm_ddpm.multistate.snapshots``).
 """
+import contextlib
+import io
 import logging
 import os
 import time
@@ -179,8 +181,10 @@ def run(config=None, directory="openmm_ddpm_run", progress=True):
         if os.path.exists(storage):
             check_same_run(config, directory)
             set_aside_if_killed_before_its_first_checkpoint(storage)
+        citations = io.StringIO()  # openmmtools prints what to cite: into run.log, not over the progress bar
         if os.path.exists(storage):
-            sampler = DDPMParallelTemperingSampler.from_storage(storage)  # restores a snapshot if it must
+            with contextlib.redirect_stdout(citations):
+                sampler = DDPMParallelTemperingSampler.from_storage(storage)  # restores a snapshot if it must
         else:
             write_config(config, config_path)
             sampler = DDPMParallelTemperingSampler(number_of_iterations=config.iterations, online_analysis_interval=None,
@@ -190,8 +194,11 @@ def run(config=None, directory="openmm_ddpm_run", progress=True):
                                                      analysis_particle_indices=list(range(n_atoms))
                                                      if n_atoms <= ANALYSIS_ATOMS else [])
             kelvins = [t * unit.kelvin for t in config.temperatures_kelvin]
-            sampler.create(states.ThermodynamicState(system, kelvins[0]), states.SamplerState(positions), reporter,
-                           temperatures=kelvins, n_temperatures=len(kelvins))
+            with contextlib.redirect_stdout(citations):
+                sampler.create(states.ThermodynamicState(system, kelvins[0]), states.SamplerState(positions), reporter,
+                               temperatures=kelvins, n_temperatures=len(kelvins))
+        if citations.getvalue().strip():
+            logger.info("openmmtools: " + " ".join(citations.getvalue().split()))
         result = _iterate(sampler, config.iterations, progress)
         if sampler.learner is not None and sampler.learner.trainer is not None:
             result.model_path = os.path.join(directory, MODEL_NAME)
