@@ -11,7 +11,7 @@ from openmmtools import mcmc, states
 
 from openmm_ddpm.analysis import batch_means_standard_error
 from openmm_ddpm.moves import GenerativeProposal
-from openmm_ddpm.moves.proposal import effective_sample_size, multiple_try_select, transition_probabilities
+from openmm_ddpm.moves.multiple_try import effective_sample_size, multiple_try_select, transition_probabilities
 
 TEMPERATURE = 300.0 * unit.kelvin
 

@@ -46,7 +46,7 @@ def draw_weighted(directory, temperature, n_samples, seed=0, batch_size=64):
     from openmm import unit
 
     from openmm_ddpm.analysis import generate_with_densities
-    from openmm_ddpm.moves.proposal import effective_sample_size
+    from openmm_ddpm.moves.multiple_try import effective_sample_size
     from openmm_ddpm.multistate import load_exported_model
 
     model_path = os.path.join(directory, MODEL_NAME)
