@@ -33,6 +33,7 @@ KINDS = {  # file name prefix -> what the benchmark measures
     "velocities_at_swaps": "plain PT with velocities kept / rescaled / reassigned at a swap: <u> and kinetic energy at 300 K",
     "kill_and_resume": "a run SIGKILLed at random moments of each stage and resumed; the cost of a storage snapshot",
     "long_run_memory": "a long CPU run: resident memory, buffer and storage over iterations",
+    "borrowed_frames": "the 300 K conditional also trained on hotter frames resampled to 300 K: coverage of phi > 0",
 }
 
 
@@ -83,6 +84,13 @@ def headline(result):
             len(harness["kills"]), harness["all_resumed_within_one_interval"] and harness["all_models_of_the_same_iteration"]
             and harness["all_velocities_kept"], result["snapshot"]["seconds_per_snapshot"],
             sum(result["snapshot"]["bytes"].values()) / 2**20))
+    arms = result.get("arms") or {}
+    if "borrowed" in arms:
+        parts.append("ESS in phi > 0 / dF (kT), plain vs borrowed: {:.1f} / {:.2f} +- {:.2f} vs {:.1f} / {:.2f} +- {:.2f} "
+                     "(reference {:.2f})".format(arms["plain"]["ess_phi_positive"], arms["plain"]["df_kT"],
+                                                 arms["plain"]["df_error_kT"], arms["borrowed"]["ess_phi_positive"],
+                                                 arms["borrowed"]["df_kT"], arms["borrowed"]["df_error_kT"],
+                                                 result["reference_df_kT"]))
     if "rss_mb_last" in result:
         parts.append("resident memory {:.0f} -> {:.0f} MB after the buffer filled; storage {:.1f} MB per 1,000 iterations"
                      .format(result["rss_mb_first_full_buffer"], result["rss_mb_last"],
