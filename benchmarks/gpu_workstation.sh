@@ -13,9 +13,13 @@
 #   python compare_remd.py --system alanine_vacuum_6 --seeds 3 --analyze-only --traces TRACES --tag TAG
 #
 # MINUTES=6 TAG=h200 IS_MODEL=path/to/model.pt bash benchmarks/gpu_workstation.sh
+# The K = 4,096 same-clock comparison, without a new reference (compare_reference_alanine_vacuum.json exists):
+# MINUTES=6 TAG=h200_k4096 SYSTEM=alanine_vacuum_6_gpu REFERENCE_RUNS=0 bash benchmarks/gpu_workstation.sh
 set -u
 cd "$(dirname "$0")"
 MINUTES=${MINUTES:-6}
+SYSTEM=${SYSTEM:-alanine_vacuum_6}
+REFERENCE_RUNS=${REFERENCE_RUNS:-4}
 TAG=${TAG:-gpu}
 TRACES=${TRACES:-../compare_traces_$TAG}
 IS_MODEL=${IS_MODEL:-}
@@ -26,16 +30,18 @@ export PYTHONUNBUFFERED=1
 python exact_density_rate.py --model ../tests/data/alanine_dipeptide_vacuum_model.pt --device cuda \
     --tag "alanine_vacuum_256x3_20steps_$TAG" --batch-sizes 1 32 256 1024 4096 --repeats 2
 
-python compare_remd.py --reference alanine_vacuum_6 --minutes "$MINUTES" --runs 4 --first-core 0 --traces "$TRACES" \
-    >"$TRACES/reference.out" 2>&1 &
-python compare_remd.py --system alanine_vacuum_6 --minutes "$MINUTES" --seeds 3 --all-at-once --first-core 4 --runs-only \
+if [ "$REFERENCE_RUNS" -gt 0 ]; then
+    python compare_remd.py --reference alanine_vacuum_6 --minutes "$MINUTES" --runs "$REFERENCE_RUNS" --first-core 0 \
+        --traces "$TRACES" >"$TRACES/reference.out" 2>&1 &
+fi
+python compare_remd.py --system "$SYSTEM" --minutes "$MINUTES" --seeds 3 --all-at-once --first-core 4 --runs-only \
     --traces "$TRACES" >"$TRACES/compare.out" 2>&1 &
 if [ -n "$IS_MODEL" ]; then
     taskset -c 10 python model_importance_sampling.py --model "$IS_MODEL" --device cuda --batch-size 4096 \
         --samples "$IS_SAMPLES" --temperatures 300 --tag "$(basename "$IS_MODEL" .pt)_$TAG"
 fi
 wait
-tail -3 "$TRACES/reference.out" "$TRACES/compare.out"
+tail -3 "$TRACES"/*.out
 
-python model_importance_sampling.py --model "$TRACES/alanine_vacuum_6_augmented_seed0_model.pt" --device cuda \
-    --batch-size 4096 --samples "$IS_SAMPLES" --temperatures 300 --tag "alanine_vacuum_6_seed0_${MINUTES}min_$TAG"
+python model_importance_sampling.py --model "$TRACES/${SYSTEM}_augmented_seed0_model.pt" --device cuda \
+    --batch-size 4096 --samples "$IS_SAMPLES" --temperatures 300 --tag "${SYSTEM}_seed0_${MINUTES}min_$TAG"
