@@ -6,7 +6,7 @@ import openmm
 import pytest
 from analytic import GaussianMixtureModel
 from openmm import unit
-from openmmtools import cache, mcmc, multistate, states
+from openmmtools import cache, multistate, states
 from scipy.special import erfc
 from scipy.stats import norm
 
@@ -19,8 +19,10 @@ from openmm_ddpm.analysis import (
     reweight_run_and_model_samples,
     reweighted_expectation,
 )
+from openmm_ddpm.app.double_well import SeededParallelTemperingSampler
 from openmm_ddpm.app.plots import plot_free_energy_surfaces
 from openmm_ddpm.moves import reduced_potentials
+from openmm_ddpm.moves.streaming import SeededLangevinDynamicsMove
 from openmm_ddpm.multistate.storage import (
     neighbour_swap_acceptance,
     read_reduced_potentials,
@@ -212,8 +214,9 @@ def test_storage_readers_agree_with_openmm(tmp_path, double_well):
     cache.global_context_cache.platform = openmm.Platform.getPlatformByName("Reference")
     storage = str(tmp_path / "pt.nc")
     temperatures = [300.0, 450.0, 700.0] * unit.kelvin
-    move = mcmc.LangevinDynamicsMove(timestep=2.0 * unit.femtosecond, n_steps=50)
-    sampler = multistate.ParallelTemperingSampler(mcmc_moves=move, number_of_iterations=12, online_analysis_interval=None)
+    # every random stream seeded (integrator, replica mixing): the run, and so this test, repeats exactly
+    move = SeededLangevinDynamicsMove(timestep=2.0 * unit.femtosecond, n_steps=50, random_seed=7)
+    sampler = SeededParallelTemperingSampler(seed=7, mcmc_moves=move, number_of_iterations=12, online_analysis_interval=None)
     reporter = multistate.MultiStateReporter(storage, checkpoint_interval=100,
                                              analysis_particle_indices=list(range(double_well.system.getNumParticles())))
     sampler.create(states.ThermodynamicState(double_well.system, temperatures[0]),
