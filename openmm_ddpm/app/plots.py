@@ -35,7 +35,7 @@ def plot_free_energy_surfaces(phi, psi, temperatures_kelvin, path, bins=36, max_
     for k, axis in enumerate(axes[0]):
         free_energy, edges = free_energy_surface(phi[:, k], psi[:, k], bins=bins)
         degrees = np.degrees(edges)
-        image = axis.pcolormesh(degrees, degrees, np.ma.masked_where(~(free_energy <= max_kt), free_energy).T, vmin=0.0, vmax=max_kt, cmap="viridis")
+        image = _free_energy_panel(axis, degrees, degrees, free_energy, max_kt)
         axis.set_title(f"{temperatures_kelvin[k]:.0f} K ({len(phi)} samples)")
         axis.set_xlabel("phi (deg)")
         axis.axvline(0.0, color="white", lw=0.5, ls="--")
@@ -43,6 +43,12 @@ def plot_free_energy_surfaces(phi, psi, temperatures_kelvin, path, bins=36, max_
     figure.colorbar(image, ax=axes[0].tolist(), label="F (kT)")
     figure.savefig(path, dpi=120)
     plt.close(figure)
+
+
+def _free_energy_panel(axis, x_edges, y_edges, free_energy, max_kt):
+    """One free-energy histogram (kT, [i, j] is x bin i, y bin j); bins above ``max_kt`` and empty ones left white."""
+    return axis.pcolormesh(x_edges, y_edges, np.ma.masked_where(~(free_energy <= max_kt), free_energy).T,
+                           vmin=0.0, vmax=max_kt, cmap="viridis")
 
 
 def _windowed(values, window):
@@ -149,7 +155,7 @@ def plot_model_beside_replicas(replica_dihedrals, model_dihedrals, model_weights
     for axis, (title, (phi, psi), weights) in zip(axes, panels):
         free_energy, edges = free_energy_surface(phi, psi, bins=bins, weights=weights)
         degrees = np.degrees(edges)
-        image = axis.pcolormesh(degrees, degrees, np.ma.masked_where(~(free_energy <= max_kt), free_energy).T, vmin=0.0, vmax=max_kt, cmap="viridis")
+        image = _free_energy_panel(axis, degrees, degrees, free_energy, max_kt)
         axis.set_title(title, fontsize=9)
         axis.set_xlabel("phi (deg)")
         axis.axvline(0.0, color="white", lw=0.5, ls="--")
@@ -192,8 +198,7 @@ def plot_collective_variables(values, cvs, temperatures_kelvin, path, bins=36, m
         image = None
         for k, axis in enumerate(axes[0]):
             free_energy = free_energy_profile([values[:, k, 0], values[:, k, 1]], edges)
-            image = axis.pcolormesh(edges[0], edges[1], np.ma.masked_where(~(free_energy <= max_kt), free_energy).T,
-                                    vmin=0.0, vmax=max_kt, cmap="viridis")
+            image = _free_energy_panel(axis, edges[0], edges[1], free_energy, max_kt)
             axis.set_title(f"{temperatures_kelvin[k]:.0f} K", fontsize=9)
             axis.set_xlabel(labels[0], fontsize=8)
         axes[0, 0].set_ylabel(labels[1], fontsize=8)

@@ -87,13 +87,14 @@ def load_verified(path, expected_sha256=None):
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
         raise ValueError(f"{path} holds objects other than tensors, numbers and strings, refused without being "
-                         f"executed: {_first_line(error)}") from error
+                         f"executed: {first_line(error)}") from error
     except (RuntimeError, EOFError, zipfile.BadZipFile) as error:
-        raise ValueError(f"{path} cannot be read, truncated or corrupted ({_first_line(error)}): "
+        raise ValueError(f"{path} cannot be read, truncated or corrupted ({first_line(error)}): "
                          "write it again") from error
 
 
-def _first_line(error, limit=120):
+def first_line(error, limit=120):
+    """The first line of an error's message, at most ``limit`` characters (for one-line errors)."""
     line = (str(error).strip().splitlines() or [type(error).__name__])[0]
     return line if len(line) <= limit else line[: limit - 3] + "..."
 

@@ -23,6 +23,7 @@ import torch
 
 from openmm_ddpm._version import __version__
 from openmm_ddpm.multistate.checkpoints import (
+    first_line,
     load_verified,
     newest_intact_checkpoint,
     run_directory_of,
@@ -160,8 +161,7 @@ def load_exported_model(path, system, expected_sha256=None, device="cpu"):
         learner._rebuild_model(state)
         learner.trainer.ema_network.load_state_dict(state["ema_network"])
     except (ValueError, RuntimeError) as error:  # features or weights of another System or representation
-        message = (str(error).strip().splitlines() or [""])[0]
-        raise ValueError(f"{path} does not fit this System ({message}): give the System it was trained on, "
+        raise ValueError(f"{path} does not fit this System ({first_line(error)}): give the System it was trained on, "
                          "with the same constraints") from error
     learner.refresh_proposal_model()
     return learner.proposal_model
