@@ -88,8 +88,11 @@ def analyze(directory, model_samples=256, seed=0, collective_variables=()):
                           f"{first} to {n_iterations}): run it longer (openmm-ddpm run --iterations N)")
     n_targets = len(config.settings.proposals.target_states)
     proposals = production_proposal_summary(statistics, n_targets) if statistics else {}
-    cvs = collective_variable_section(storage, config, first, directory, collective_variables)
-    per_state, basin_changes, model_row = peptide_sections(storage, config, first, directory, model_samples, seed)
+    _, _, topology = build_system(config.system)
+    trajectories = state_trajectories(storage)  # read once, for the collective variables and the peptide sections
+    cvs = collective_variable_section(trajectories, topology, config, first, directory, collective_variables)
+    per_state, basin_changes, model_row = peptide_sections(storage, trajectories, topology, config, first, directory,
+                                                           model_samples, seed)
     report = Report(
         iterations=n_iterations, first_iteration=first, temperatures_kelvin=list(config.temperatures_kelvin),
         neighbour_swap_acceptance=neighbour_swap_acceptance(storage, first).tolist(),
@@ -109,26 +112,35 @@ def analyze(directory, model_samples=256, seed=0, collective_variables=()):
     return report
 
 
-def collective_variable_section(storage, config, first, directory, texts):
+def state_trajectories(storage):
+    """(iterations, positions (n, n_states, n_atoms, 3) nm) of every iteration from 1, or None when the storage keeps
+    no per-iteration positions (systems above ``run.ANALYSIS_ATOMS``)."""
+    from openmm_ddpm.multistate.storage import read_state_trajectories
+
+    try:
+        return read_state_trajectories(storage, first_iteration=1)
+    except ValueError:  # no analysis particles stored
+        return None
+
+
+def collective_variable_section(trajectories, topology, config, first, directory, texts):
     """The user's collective variables (atom-index tuples) and their plot over production; [] when none asked."""
     from openmm_ddpm.analysis.collective import collective_variable_values, parse_collective_variable
     from openmm_ddpm.app.plots import plot_collective_variables
-    from openmm_ddpm.multistate.storage import read_state_trajectories
 
     if not texts:
         return []
     if len(texts) > 2:
         raise ConfigError(f"--cv given {len(texts)} times: one collective variable draws profiles, two a surface")
-    _, _, topology = build_system(config.system)
     try:
         cvs = [parse_collective_variable(text, topology.getNumAtoms()) for text in texts]
     except ValueError as error:
         raise ConfigError(str(error)) from None
-    try:
-        _, positions = read_state_trajectories(storage, first_iteration=first)
-    except ValueError:
+    if trajectories is None:
         raise ConfigError("--cv needs every iteration's positions, which runs store for systems up to "
-                          "1,000 atoms only") from None
+                          "1,000 atoms only")
+    iterations, positions = trajectories
+    positions = positions[iterations >= first]
     n, n_states = positions.shape[:2]
     values = np.stack([collective_variable_values(positions.reshape(n * n_states, -1, 3), topology, atoms)
                        .reshape(n, n_states) for atoms in cvs], axis=-1)
@@ -173,17 +185,14 @@ def _last_iteration(storage):
         reporter.close()
 
 
-def peptide_sections(storage, config, first, directory, model_samples, seed):
+def peptide_sections(storage, trajectories, topology, config, first, directory, model_samples, seed):
     """Per-state basin rows, basin changes per state in production, and the model row; empty without a backbone phi."""
     from openmm_ddpm.analysis import backbone_dihedrals
     from openmm_ddpm.app.plots import plot_basin_changes, plot_free_energy_surfaces
-    from openmm_ddpm.multistate.storage import read_state_trajectories
 
-    _, _, topology = build_system(config.system)
-    try:
-        iterations, positions = read_state_trajectories(storage, first_iteration=1)
-    except ValueError:  # no analysis particles stored (systems above run.ANALYSIS_ATOMS)
+    if trajectories is None:
         return [], [], {}
+    iterations, positions = trajectories
     if positions.size == 0 or positions.shape[2] != topology.getNumAtoms():
         return [], [], {}
     n, n_states = positions.shape[:2]
