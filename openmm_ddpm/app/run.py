@@ -126,7 +126,7 @@ def set_aside_if_killed_before_its_first_checkpoint(storage):
     checkpoint) holds nothing to resume: rename its files to ``*.unreadable`` so the run starts again."""
     from openmm_ddpm.multistate.snapshots import newest_snapshot, storage_files, storage_is_readable
 
-    if storage_is_readable(storage) or newest_snapshot(storage)[0] is not None:
+    if newest_snapshot(storage)[0] is not None or storage_is_readable(storage):  # a snapshot: from_storage decides
         return
     for path in storage_files(storage):
         os.replace(path, path + ".unreadable")
