@@ -54,13 +54,17 @@ def build_parser():
     train = commands.add_parser("train", parents=[common], help="a model from a plain openmmtools replica-exchange storage",
                                 description="Train a temperature-conditioned model on every state's frames of a "
                                             "finished openmmtools temperature-ladder run (every atom stored as an "
-                                            "analysis particle); 'sample' then works on --out.")
+                                            "analysis particle; in explicit solvent, the solute's atoms, and the "
+                                            "model is of the solute alone: its samples cannot be reweighted); "
+                                            "'sample' then works on --out.")
     train.add_argument("storage", help="the run's .nc storage")
     train.add_argument("--pdb", required=True, help="the structure the run's System was built from")
     train.add_argument("--out", default="openmm_ddpm_model", help="directory to write (default: %(default)s)")
     train.add_argument("--steps", type=int, default=20_000, help="optimizer steps (default: %(default)s)")
     train.add_argument("--config", help="YAML whose settings (model, representation, training) to train with")
     train.add_argument("--first-iteration", type=int, default=1, help="leave out the iterations before it")
+    train.add_argument("--hold-out", type=int, action="append", default=[], metavar="STATE",
+                       help="a state index whose frames are left out of training (to measure the model there; repeatable)")
     return parser
 
 
@@ -152,7 +156,7 @@ def _analyze(args):
               f"  dF {row['df_mbar_kT']:.2f} +- {row['df_mbar_error_kT']:.2f} kT")
     if report.model_samples:
         m = report.model_samples
-        print(f"  model at {m['temperature_kelvin']:.1f} K, reweighted: P(phi > 0) {m['p']:.4f} +- {m['p_error']:.4f} "
+        print(f"  model at {m['temperature_kelvin']:.1f} K, {'reweighted' if m['reweighted'] else 'as drawn (approximate)'}: P(phi > 0) {m['p']:.4f} +- {m['p_error']:.4f} "
               f"(ESS {m['ess']:.0f} of {m['samples']})")
     return 0
 
@@ -171,7 +175,10 @@ def _sample(args):
     outside = int(np.sum(~np.all(np.isfinite(samples.positions), axis=(1, 2))))
     print(f"{args.out}: {args.n - outside} samples at {args.temperature} ({outside} drawn outside the model's domain, "
           f"weight 0, left out), weights in {weights_path}; ESS {samples.ess:.1f} ({samples.ess / args.n:.1%})")
-    if samples.ess < LOW_ESS:
+    if not samples.reweighted:
+        print("approximate: a solute-only model of a solvated run; its samples are not reweighted (the water is not in "
+              "the model), every weight is equal and averages over them carry the model's error", file=sys.stderr)
+    elif samples.ess < LOW_ESS:
         print(f"warning: ESS {samples.ess:.1f} < {LOW_ESS}: weighted averages over these samples are not to be trusted; "
               "draw more, or train the model longer", file=sys.stderr)
     return 0
@@ -184,10 +191,14 @@ def _train(args):
     if args.steps < 1 or args.first_iteration < 1:
         raise ConfigError("--steps and --first-iteration must be positive integers")
     settings = load_config(args.config).settings if args.config else None
-    result = train_from_storage(args.storage, args.pdb, args.out, args.steps, settings, args.first_iteration)
+    result = train_from_storage(args.storage, args.pdb, args.out, args.steps, settings, args.first_iteration,
+                                args.hold_out)
     print(f"{result.model_path}: trained {result.steps} steps on {result.frames} frames at "
-          f"{len(result.temperatures_kelvin)} temperatures, final loss {result.final_loss:.3f}; "
+          f"{len(result.temperatures_kelvin) - len(set(args.hold_out))} temperatures, final loss {result.final_loss:.3f}; "
           f"draw with: openmm-ddpm sample {args.out} --temperature 300K")
+    if result.solute_atoms is not None:
+        print(f"solvated run: the model is of the solute's {len(result.solute_atoms)} atoms alone; its samples are not "
+              "Boltzmann-weighted in water (approximate)")
     return 0
 
 

@@ -27,6 +27,7 @@ import numpy as np
 
 from openmm_ddpm.app.config import ConfigError, load_config
 from openmm_ddpm.app.run import CONFIG_NAME, SOURCE_NAME, STORAGE_NAME, build_system
+from openmm_ddpm.app.train import solute_columns
 
 
 @dataclass
@@ -89,7 +90,7 @@ def analyze(directory, model_samples=256, seed=0, collective_variables=()):
     n_targets = len(config.settings.proposals.target_states)
     proposals = production_proposal_summary(statistics, n_targets) if statistics else {}
     _, _, topology = build_system(config.system)
-    trajectories = state_trajectories(storage)  # read once, for the collective variables and the peptide sections
+    trajectories = state_trajectories(storage, solute_columns(directory))  # read once, for the CVs and the peptide
     cvs = collective_variable_section(trajectories, topology, config, first, directory, collective_variables)
     per_state, basin_changes, model_row = peptide_sections(storage, trajectories, topology, config, first, directory,
                                                            model_samples, seed)
@@ -112,15 +113,17 @@ def analyze(directory, model_samples=256, seed=0, collective_variables=()):
     return report
 
 
-def state_trajectories(storage):
+def state_trajectories(storage, columns=None):
     """(iterations, positions (n, n_states, n_atoms, 3) nm) of every iteration from 1, or None when the storage keeps
-    no per-iteration positions (systems above ``run.ANALYSIS_ATOMS``)."""
+    no per-iteration positions (systems above ``run.ANALYSIS_ATOMS``); ``columns``: the stored atoms to keep (a
+    solute-only model's)."""
     from openmm_ddpm.multistate.storage import read_state_trajectories
 
     try:
-        return read_state_trajectories(storage, first_iteration=1)
+        iterations, positions = read_state_trajectories(storage, first_iteration=1)
     except ValueError:  # no analysis particles stored
         return None
+    return iterations, positions if columns is None else positions[:, :, columns]
 
 
 def collective_variable_section(trajectories, topology, config, first, directory, texts):
@@ -215,11 +218,11 @@ def peptide_sections(storage, trajectories, topology, config, first, directory, 
 
 def basin_rows(storage, phi, temperatures_kelvin, first):
     """Per state: P(phi > 0) and dF by its own samples and by MBAR."""
-    from openmm_ddpm.analysis import basin_free_energy_difference_kt, mbar_expectations
+    from openmm_ddpm.analysis import basin_free_energy_difference_kt
     from openmm_ddpm.analysis.timeseries import population_free_energy_kt
     from openmm_ddpm.multistate.storage import read_reduced_potentials
 
-    mbar = mbar_expectations(read_reduced_potentials(storage, first_iteration=first), phi > 0, temperatures_kelvin)
+    mbar = mbar_or_nan(read_reduced_potentials(storage, first_iteration=first), phi > 0, temperatures_kelvin)
     rows = []
     for k, kelvin in enumerate(temperatures_kelvin):
         p, p_error, df, df_error = basin_free_energy_difference_kt(phi[:, k] > 0)
@@ -231,6 +234,25 @@ def basin_rows(storage, phi, temperatures_kelvin, first):
                      "p": p, "p_error": p_error, "df_kT": df, "df_error_kT": df_error, "p_mbar": float(mbar.mean[k]),
                      "p_mbar_error": float(mbar.error[k]), "df_mbar_kT": df_mbar, "df_mbar_error_kT": df_mbar_error})
     return rows
+
+
+def mbar_or_nan(reduced_potentials, observable, temperatures_kelvin):
+    """``mbar_expectations``, or NaN estimates with a warning where pymbar does not converge (states whose energies do
+    not overlap, as in explicit solvent with a wide ladder)."""
+    import warnings
+
+    from pymbar.utils import ParameterError
+
+    from openmm_ddpm.analysis import mbar_expectations
+    from openmm_ddpm.analysis.mbar import MBAREstimates
+
+    try:
+        return mbar_expectations(reduced_potentials, observable, temperatures_kelvin)
+    except ParameterError:
+        warnings.warn("MBAR over the states did not converge (their energies hardly overlap): the MBAR columns are NaN; "
+                      "each state's own samples still give its estimate", stacklevel=2)
+        n_states = len(temperatures_kelvin)
+        return MBAREstimates(list(temperatures_kelvin), [np.nan] * n_states, [np.nan] * n_states, 1)
 
 
 def model_beside_replicas(directory, topology, replica_dihedrals, kelvin, n_samples, seed):
@@ -249,11 +271,11 @@ def model_beside_replicas(directory, topology, replica_dihedrals, kelvin, n_samp
     phi, psi = backbone_dihedrals(samples.positions[kept], topology)
     weights = samples.weights[kept]
     p = float(np.sum(weights[phi[:, 0] > 0]))
-    p_error = float(np.sqrt(p * (1.0 - p) / max(samples.ess, 1.0)))
+    p_error = float(np.sqrt(p * (1.0 - p) / max(samples.ess, 1.0)))  # binomial where the samples are not reweighted
     plot_model_beside_replicas(replica_dihedrals, (phi[:, 0], psi[:, 0]), weights, kelvin,
                                os.path.join(directory, "model_beside_replicas.png"))
     return {"temperature_kelvin": kelvin, "samples": int(n_samples), "outside_domain": int(np.sum(~kept)),
-            "ess": float(samples.ess), "p": p, "p_error": p_error,
+            "ess": float(samples.ess), "p": p, "p_error": p_error, "reweighted": samples.reweighted,
             "unweighted_p": float(np.mean(phi[:, 0] > 0)) if kept.any() else float("nan")}
 
 
@@ -290,11 +312,17 @@ def markdown(report, trained_on=None):
                   "", "![basin changes](basin_changes.png)", ""]
     if report.model_samples:
         m = report.model_samples
-        lines += [f"The frozen model at {m['temperature_kelvin']:.0f} K: {m['samples']} samples ({m['outside_domain']} outside "
-                  f"its domain), P(phi > 0) {m['unweighted_p']:.4f} as drawn, {m['p']:.4f} +- {m['p_error']:.4f} reweighted "
-                  f"by Boltzmann factor over exact model density (ESS {m['ess']:.0f}; below ~50 not to be trusted). "
-                  "The run's estimates above do not use these samples.", "",
-                  "![model beside replicas](model_beside_replicas.png)", ""]
+        if m["reweighted"]:
+            lines.append(f"The frozen model at {m['temperature_kelvin']:.0f} K: {m['samples']} samples ({m['outside_domain']} "
+                         f"outside its domain), P(phi > 0) {m['unweighted_p']:.4f} as drawn, {m['p']:.4f} +- "
+                         f"{m['p_error']:.4f} reweighted by Boltzmann factor over exact model density (ESS {m['ess']:.0f}; "
+                         "below ~50 not to be trusted). The run's estimates above do not use these samples.")
+        else:
+            lines.append(f"The solute-only model at {m['temperature_kelvin']:.0f} K: {m['samples']} samples "
+                         f"({m['outside_domain']} outside its domain), P(phi > 0) {m['p']:.4f} +- {m['p_error']:.4f} as "
+                         "drawn. APPROXIMATE: the water is not in the model, so these samples cannot be reweighted; "
+                         "they carry the model's error (compare them with the replicas above).")
+        lines += ["", "![model beside replicas](model_beside_replicas.png)", ""]
     if report.collective_variables:
         from openmm_ddpm.analysis.collective import KINDS
 

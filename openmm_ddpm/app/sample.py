@@ -8,6 +8,11 @@ the number of samples grows; the Kish ESS says how many independent
 samples they are worth). Written: the trajectory (DCD or PDB, by the
 extension, via mdtraj) and beside it ``<name>.weights.csv`` with, per frame,
 the normalized weight, log w, u_T (kT) and log q.
+
+A solute-only model (``openmm-ddpm train`` on a solvated run) has no
+Boltzmann factor to weigh its samples by (the water is not in the model):
+its samples come as drawn, every weight equal and u_T NaN, ``Samples.reweighted``
+False, and averages over them carry the model's error.
 """
 import os
 from dataclasses import dataclass
@@ -22,13 +27,15 @@ LOW_ESS = 50  # below this many effective samples a weighted average is not to b
 
 @dataclass
 class Samples:
-    """Weighted samples: ``positions`` (n, N, 3) nm, ``log_weights``, ``reduced_potentials`` (kT), ``log_q``, ``ess``."""
+    """Weighted samples: ``positions`` (n, N, 3) nm, ``log_weights``, ``reduced_potentials`` (kT), ``log_q``, ``ess``;
+    ``reweighted`` False for a solute-only model's samples (equal weights: approximate, not Boltzmann)."""
 
     positions: np.ndarray
     log_weights: np.ndarray
     reduced_potentials: np.ndarray
     log_q: np.ndarray
     ess: float
+    reweighted: bool = True
 
     @property
     def weights(self):
@@ -46,6 +53,7 @@ def draw_weighted(directory, temperature, n_samples, seed=0, batch_size=64):
     from openmm import unit
 
     from openmm_ddpm.analysis import generate_with_densities
+    from openmm_ddpm.app.train import solute_columns
     from openmm_ddpm.moves.multiple_try import effective_sample_size
     from openmm_ddpm.multistate import load_exported_model
 
@@ -56,10 +64,28 @@ def draw_weighted(directory, temperature, n_samples, seed=0, batch_size=64):
     system, positions, _ = build_system(config.system)
     model = load_exported_model(model_path, system)
     reference = positions.value_in_unit(unit.nanometer)
+    if solute_columns(directory) is not None:  # the solute in vacuum is not the solvated ensemble: no weights
+        return draw_unweighted(model, temperature, n_samples, reference, seed, batch_size)
     samples, reduced, log_q = generate_with_densities(model, system, temperature, n_samples, reference,
                                                       batch_size=batch_size, seed=seed)
     log_w = np.where(np.isfinite(log_q) & np.isfinite(reduced), -reduced - log_q, -np.inf)
     return Samples(np.asarray(samples), log_w, reduced, log_q, effective_sample_size(log_w))
+
+
+def draw_unweighted(model, temperature, n_samples, reference, seed=0, batch_size=64):
+    """A solute-only model's samples as drawn (its flow map, no density): equal weights, NaN u_T and log q."""
+    import torch
+
+    generator = torch.Generator().manual_seed(int(seed))
+    drawn, valid = [], []
+    for start in range(0, int(n_samples), batch_size):
+        positions, inside = model.draw(min(batch_size, int(n_samples) - start), temperature, generator, reference)
+        drawn.append(np.where(inside[:, None, None], positions, np.nan))
+        valid.append(inside)
+    valid = np.concatenate(valid)
+    log_w = np.where(valid, 0.0, -np.inf)
+    nan = np.full(len(valid), np.nan)
+    return Samples(np.concatenate(drawn), log_w, nan, nan, float(valid.sum()), reweighted=False)
 
 
 def write_samples(samples, directory, path):
