@@ -67,7 +67,7 @@ def test_a_periodic_system_runs_as_plain_replica_exchange_with_one_warning(tmp_p
     assert sampler.iteration == 2 and sampler.learner is None and "periodic" in sampler.plain_reason
 
 
-def test_states_that_differ_beyond_temperature_run_as_plain_replica_exchange(tmp_path):
+def test_states_that_differ_in_temperature_and_beyond_run_as_plain_replica_exchange(tmp_path):
     system, other = DoubleWell2D(), DoubleWell2D(tilt=1.0 * unit.kilojoule_per_mole)
     sampler_state = states.SamplerState(system.positions)
     good = [states.ThermodynamicState(system.system, t * unit.kelvin) for t in (300, 450)]
@@ -77,7 +77,7 @@ def test_states_that_differ_beyond_temperature_run_as_plain_replica_exchange(tmp
                                                                   multistate.MultiStateReporter(str(tmp_path / "a.nc")))
     bad = [states.ThermodynamicState(system.system, 300 * unit.kelvin), states.ThermodynamicState(other.system, 450 * unit.kelvin)]
     sampler = DDPMReplicaExchangeSampler(number_of_iterations=2, **TINY)
-    with pytest.warns(UserWarning, match="differs from state 0 in more than temperature"):
+    with pytest.warns(UserWarning, match="differ in temperature and in more than temperature"):
         sampler.create(bad, sampler_state, multistate.MultiStateReporter(str(tmp_path / "b.nc")))
     sampler.run()
     assert sampler.iteration == 2 and sampler.learner is None

@@ -155,10 +155,15 @@ class GenerativeProposal(mcmc.MCMCMove):
         K; 1 is independence Metropolis-Hastings.
     random_state : int, numpy.random.Generator or None
         Source of all randomness of the move (candidate draws and selection).
+    condition : openmm.unit.Quantity, optional
+        What the model is conditioned on (K); default: the thermodynamic state's temperature. A ladder of states
+        at one temperature conditions on each state's place in it (``multistate.conditioning``). The weights use
+        the state's own reduced potential either way, so the move is exact for any condition.
     """
 
-    def __init__(self, model, n_candidates=1, random_state=None):
+    def __init__(self, model, n_candidates=1, random_state=None, condition=None):
         super().__init__()
+        self.condition = condition
         if int(n_candidates) < 1:
             raise ValueError(f"n_candidates must be >= 1, got {n_candidates}")
         self.model = model
@@ -179,7 +184,7 @@ class GenerativeProposal(mcmc.MCMCMove):
             Default: the global context cache.
         """
         check_system_supported(thermodynamic_state.system, getattr(self.model, "moved_atoms", None))
-        temperature = thermodynamic_state.temperature
+        temperature = thermodynamic_state.temperature if self.condition is None else self.condition
         current = relabel_in_place(self.model, sampler_state, self.rng)
         candidates, log_q_candidates, log_q_current = draw_and_score(
             self.model, self.n_candidates, temperature, current, generator=self.torch_generator)

@@ -271,14 +271,20 @@ class OnlineLearner:
         return TemperatureMixture(self._proposal_model, settings.temperature_factors,
                                   settings.temperature_factor_weights or None)
 
-    def proposal_for(self, state_index):
-        """The GenerativeProposal of a target state (created on first use)."""
+    def proposal_for(self, state_index, condition=None):
+        """The GenerativeProposal of a target state (created on first use).
+
+        ``condition`` (openmm.unit.Quantity, K): what the model is conditioned on for that state
+        (``conditioning.StateConditioning.of``); None: the state's temperature.
+        """
         if state_index not in self.proposals:
             settings = self.settings.proposals
             self.proposals[state_index] = GenerativeProposal(
                 self._move_model(), n_candidates=settings.n_candidates,
                 random_state=numpy_generator(self.settings.seed, "proposal", state_index),
             )
+        if condition is not None:  # also for a proposal restored from a checkpoint
+            self.proposals[state_index].condition = condition
         return self.proposals[state_index]
 
     def exchange_for(self, pair):
@@ -355,6 +361,12 @@ def _resolve_device(device):
 
 
 def target_temperatures_kelvin(thermodynamic_states, proposal_settings):
-    """Temperatures (K) of the proposal target states that exist among ``thermodynamic_states``."""
-    return [thermodynamic_states[int(s)].temperature.value_in_unit(unit.kelvin)
-            for s in proposal_settings.target_states if int(s) < len(thermodynamic_states)]
+    """Conditioning values (K) of the proposal target states that exist among ``thermodynamic_states``: their
+    temperatures on a temperature ladder (``conditioning.state_conditioning``)."""
+    from openmm_ddpm.multistate.conditioning import state_conditioning
+
+    conditioning = state_conditioning(thermodynamic_states)
+    if isinstance(conditioning, str):
+        return [thermodynamic_states[int(s)].temperature.value_in_unit(unit.kelvin)
+                for s in proposal_settings.target_states if int(s) < len(thermodynamic_states)]
+    return [conditioning.kelvin[int(s)] for s in proposal_settings.target_states if int(s) < len(thermodynamic_states)]

@@ -12,8 +12,10 @@ Per iteration (DESIGN.md section 5):
    ``_propagate_replicas``/``_propagate_replica``, ``_report_iteration_items``
    and ``_restore_sampler_from_reporter`` (openmmtools 0.27; each calls the
    parent's body, none copies it);
-2. on rank 0 the frames enter a ``ReplayBuffer`` with the temperature of the
-   state they were sampled at; every ``train_interval`` iterations the model
+2. on rank 0 the frames enter a ``ReplayBuffer`` with the conditioning value
+   of the state they were sampled at (its temperature on a temperature
+   ladder; its place in the ladder on one at a single temperature:
+   ``conditioning``); every ``train_interval`` iterations the model
    takes ``train_steps`` optimizer steps (adaptive phase only);
 3. on rank 0, every ``propose_interval`` iterations, the replica at each
    target state gets one exact ``GenerativeProposal`` move from a frozen
@@ -42,7 +44,8 @@ from openmmtools.multistate import ParallelTemperingSampler, ReplicaExchangeSamp
 
 from openmm_ddpm.moves.streaming import StreamingLangevinMove
 from openmm_ddpm.multistate.contexts import EnergyContextCache
-from openmm_ddpm.multistate.learner import PHASE_PRODUCTION, OnlineLearner, phase_of, target_temperatures_kelvin
+from openmm_ddpm.multistate.conditioning import state_conditioning
+from openmm_ddpm.multistate.learner import PHASE_PRODUCTION, OnlineLearner, phase_of
 from openmm_ddpm.multistate.persistence import PersistenceMixin
 from openmm_ddpm.multistate.support import plain_replica_exchange_reason, warn_plain_replica_exchange
 from openmm_ddpm.multistate.velocities import RescaledSwapsMixin
@@ -82,7 +85,7 @@ class DDPMSamplerMixin(PersistenceMixin):
         As the openmmtools sampler.
     """
 
-    _check_states_differ_only_in_temperature = False  # parallel tempering builds its states that way
+    _any_ladder = False  # parallel tempering builds its states as a temperature ladder
 
     def __init__(self, mcmc_moves=None, representation=None, model=None, training=None, proposals=None,
                  dynamics=None, freeze_after=None, seed=None, settings=None, **kwargs):
@@ -151,7 +154,7 @@ class DDPMSamplerMixin(PersistenceMixin):
         for pair in self._proposals.exchange_pairs:
             if max(pair) >= len(thermodynamic_states):
                 raise ValueError(f"exchange pair {pair} names a state that does not exist ({len(thermodynamic_states)} states)")
-        reason = plain_replica_exchange_reason(thermodynamic_states, self.settings, self._check_states_differ_only_in_temperature)
+        reason = plain_replica_exchange_reason(thermodynamic_states, self.settings, self._any_ladder)
         if reason is not None:
             warn_plain_replica_exchange(reason)
 
@@ -159,9 +162,15 @@ class DDPMSamplerMixin(PersistenceMixin):
     def plain_reason(self):
         """Why this run has no training or proposals (plain replica exchange), or None if it has them."""
         if not hasattr(self, "_plain_reason"):
-            self._plain_reason = plain_replica_exchange_reason(self._thermodynamic_states, self.settings,
-                                                               self._check_states_differ_only_in_temperature)
+            self._plain_reason = plain_replica_exchange_reason(self._thermodynamic_states, self.settings, self._any_ladder)
         return self._plain_reason
+
+    @property
+    def conditioning(self):
+        """The model's conditioning value of each state (``conditioning.StateConditioning``)."""
+        if not hasattr(self, "_state_conditioning"):
+            self._state_conditioning = state_conditioning(self._thermodynamic_states)
+        return self._state_conditioning
 
     # --- the iteration -------------------------------------------------------------------------
 
@@ -234,7 +243,7 @@ class DDPMSamplerMixin(PersistenceMixin):
         """
         learner, phase = self._learner, self._phase()
         for replica_id, replica_frames in frames.items():
-            learner.buffer.add(replica_frames, self._state_of(replica_id).temperature.value_in_unit(unit.kelvin))
+            learner.buffer.add(replica_frames, self.conditioning.kelvin[self._replica_thermodynamic_states[replica_id]])
         start = time.perf_counter()
         loss = self._train_if_due(phase)
         training_seconds = time.perf_counter() - start
@@ -273,7 +282,7 @@ class DDPMSamplerMixin(PersistenceMixin):
         updates, ess = {}, []
         for state_index in settings.target_states:
             replica_id = int(np.flatnonzero(self._replica_thermodynamic_states == state_index)[0])
-            proposal = learner.proposal_for(state_index)
+            proposal = learner.proposal_for(state_index, self.conditioning.of(state_index))
             sampler_state = self._sampler_states[replica_id]
             before = sampler_state.positions.value_in_unit(unit.nanometer).copy()
             proposal.apply(self._thermodynamic_states[state_index], sampler_state, self.energy_context_cache)
@@ -311,8 +320,8 @@ class DDPMSamplerMixin(PersistenceMixin):
 
     def _new_learner(self):
         reference = self._sampler_states[0].positions.value_in_unit(unit.nanometer)
-        return OnlineLearner(self.settings, self._thermodynamic_states[0].system, reference,
-                             target_temperatures_kelvin(self._thermodynamic_states, self._proposals))
+        targets = [self.conditioning.kelvin[int(s)] for s in self._proposals.target_states]
+        return OnlineLearner(self.settings, self._thermodynamic_states[0].system, reference, targets)
 
     def _state_of(self, replica_id):
         return self._thermodynamic_states[self._replica_thermodynamic_states[replica_id]]
@@ -337,12 +346,14 @@ class DDPMParallelTemperingSampler(DDPMSamplerMixin, RescaledSwapsMixin, Paralle
 class DDPMReplicaExchangeSampler(DDPMSamplerMixin, RescaledSwapsMixin, ReplicaExchangeSampler):
     __doc__ = (
         "``openmmtools.multistate.ReplicaExchangeSampler`` with online diffusion training and exact "
-        "generative proposals for states that share one System and differ only in temperature (other ladders run "
-        "as plain replica exchange, with a warning).\n"
+        "generative proposals for states that differ only in temperature, or that share one temperature and differ "
+        "in anything else (alchemical, restraint or pressure states, other Systems of the same atoms; the model is "
+        "then conditioned on each state's place in the ladder: ``conditioning``). A ladder that varies both runs as "
+        "plain replica exchange, with a warning.\n"
         + DDPMSamplerMixin.__doc__.split("\n", 2)[2]
     )
 
-    _check_states_differ_only_in_temperature = True
+    _any_ladder = True
 
 
 def _flatten_moves(move):

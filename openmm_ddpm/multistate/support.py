@@ -2,33 +2,34 @@
 
 Where proposals cannot be exact (a periodic System, virtual sites,
 constraints that are not bonds of the internal coordinates, states that
-differ in more than temperature), the DDPM samplers run as plain
+differ in temperature and in more than temperature at once), the DDPM samplers run as plain
 openmmtools replica exchange and say why, once, as a warning
 (``plain_replica_exchange_reason``); where they can, nothing changes.
 """
 import logging
 import warnings
 
-from openmmtools import states
-
+from openmm_ddpm.coordinates.constraints import system_constraints
 from openmm_ddpm.moves.proposal import unsupported_reason
+from openmm_ddpm.multistate.conditioning import TEMPERATURE, state_conditioning
 
 logger = logging.getLogger(__name__)
 
 
-def plain_replica_exchange_reason(thermodynamic_states, settings, temperature_only=False):
+def plain_replica_exchange_reason(thermodynamic_states, settings, any_ladder=False):
     """Why this run cannot have proposals (one line that names the fix), or None if it can.
 
     Parameters
     ----------
     thermodynamic_states : list of openmmtools.states.ThermodynamicState
     settings : openmm_ddpm.settings.Settings
-    temperature_only : bool
-        Also require plain ThermodynamicStates of one System that differ only
-        in temperature (the model is conditioned on temperature alone).
+    any_ladder : bool
+        The states may differ in more than temperature (``DDPMReplicaExchangeSampler``): require one
+        conditioning scalar per state (``conditioning.state_conditioning``), the same constraints in
+        every state's System, and no mapped exchanges (they map between temperatures).
     """
-    if temperature_only:
-        reason = _beyond_temperature(thermodynamic_states)
+    if any_ladder:
+        reason = _ladder_reason(thermodynamic_states, settings)
         if reason is not None:
             return reason
     system = thermodynamic_states[0].system
@@ -39,15 +40,18 @@ def plain_replica_exchange_reason(thermodynamic_states, settings, temperature_on
     return reason
 
 
-def _beyond_temperature(thermodynamic_states):
-    reference = thermodynamic_states[0]
-    for index, state in enumerate(thermodynamic_states):
-        if type(state) is not states.ThermodynamicState:
-            return (f"state {index} is a {type(state).__name__}, and the model is conditioned on temperature only; "
-                    "for proposals, use plain ThermodynamicStates that differ only in temperature")
-        if not reference.is_state_compatible(state) or state.pressure != reference.pressure:
-            return (f"state {index} differs from state 0 in more than temperature, and the model is conditioned on "
-                    "temperature only; for proposals, use one System and vary only the temperature")
+def _ladder_reason(thermodynamic_states, settings):
+    conditioning = state_conditioning(thermodynamic_states)
+    if isinstance(conditioning, str):
+        return conditioning
+    if conditioning.kind == TEMPERATURE:
+        return None
+    if settings.proposals.exchange_pairs:
+        return ("mapped exchanges (proposals.exchange_pairs) map between temperatures, and these states differ in "
+                "more than temperature; leave exchange_pairs empty")
+    constraints = [sorted(system_constraints(state.system)) for state in thermodynamic_states]
+    if any(c != constraints[0] for c in constraints[1:]):
+        return "the states' Systems constrain different bonds; for proposals, give every state the same constraints"
     return None
 
 
