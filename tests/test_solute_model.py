@@ -122,3 +122,31 @@ def test_train_on_a_solvated_run_gives_a_solute_model_whose_samples_say_they_are
         summary = json.load(stream)
     assert len(summary["per_state"]) == 3 and summary["model_samples"]["reweighted"] is False
     assert "APPROXIMATE" in open(os.path.join(out, "report.md")).read()
+
+
+@pytest.mark.filterwarnings("ignore:MBAR over the states")
+def test_run_on_a_solvated_pdb_is_plain_replica_exchange_that_stores_the_solute_for_train(tmp_path, solvated,
+                                                                                          monkeypatch, capsys):
+    import yaml
+
+    from openmm_ddpm.app import run as run_module
+    from openmm_ddpm.app.train import read_temperature_ladder
+
+    system, topology, positions = solvated
+    with open(tmp_path / "solvated.pdb", "w") as stream:
+        app.PDBFile.writeFile(topology, positions, stream)
+    config = {"system": {"pdb": "solvated.pdb", "forcefield": list(FORCEFIELD), "constraints": "hbonds"},
+              "temperatures": ["300 K", "330 K"], "iterations": 4, "platform": "CPU", "checkpoint_interval": 2,
+              "settings": {"dynamics": {"n_steps": 10, "stream_stride": 5, "timestep": "2.0 * femtosecond"}}}
+    with open(tmp_path / "water.yaml", "w") as stream:
+        yaml.safe_dump(config, stream)
+    monkeypatch.setattr(run_module, "ANALYSIS_ATOMS", 100)  # a box of water too big to store every atom
+    with pytest.warns(UserWarning, match="plain replica exchange: the System is periodic"):
+        assert cli.main(["run", str(tmp_path / "water.yaml"), "--out", str(tmp_path / "run")]) == 0
+    ladder = read_temperature_ladder(str(tmp_path / "run" / "run.nc"))
+    assert ladder.positions.shape[1:] == (2, 22, 3) and list(ladder.stored_atoms) == list(range(22))
+    bonds = np.linalg.norm(ladder.positions[:, :, 4] - ladder.positions[:, :, 6], axis=-1)  # C(ACE)-N, whole molecule
+    assert np.all((bonds > 0.12) & (bonds < 0.15))
+    assert cli.main(["train", str(tmp_path / "run" / "run.nc"), "--pdb", str(tmp_path / "solvated.pdb"),
+                     "--out", str(tmp_path / "model"), "--steps", "5"]) == 0
+    assert "solute's 22 atoms alone" in capsys.readouterr().out

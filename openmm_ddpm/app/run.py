@@ -93,6 +93,17 @@ def build_system(spec):
     return system, pdb.positions, pdb.topology
 
 
+def analysis_atoms(system, topology):
+    """The atoms whose positions the storage keeps every iteration: all of them up to ``ANALYSIS_ATOMS``, beyond it a
+    solvated System's solute (what ``openmm-ddpm train`` reads), else none."""
+    from openmm_ddpm.coordinates.solute import is_solvated, solute_atoms
+
+    n_atoms = system.getNumParticles()
+    if n_atoms <= ANALYSIS_ATOMS:
+        return list(range(n_atoms))
+    return solute_atoms(topology) if is_solvated(system, topology) else []
+
+
 def choose_platform(name, system):
     """The OpenMM platform for ``name``; 'auto': Reference for a small molecule in vacuum, else CUDA, OpenCL or CPU.
 
@@ -170,7 +181,7 @@ def run(config=None, directory="openmm_ddpm_run", progress=True):
     config = config or parse_config({})
     os.makedirs(directory, exist_ok=True)
     storage, config_path = os.path.join(directory, STORAGE_NAME), os.path.join(directory, CONFIG_NAME)
-    system, positions, _ = build_system(config.system)
+    system, positions, topology = build_system(config.system)
     cache.global_context_cache.empty()  # a platform is set on an empty cache only (a second run in one process)
     cache.global_context_cache.set_platform(choose_platform(config.platform, system))
     check_torch_device(config.settings.model.device)
@@ -189,14 +200,13 @@ def run(config=None, directory="openmm_ddpm_run", progress=True):
             write_config(config, config_path)
             sampler = DDPMParallelTemperingSampler(number_of_iterations=config.iterations, online_analysis_interval=None,
                                                    settings=config.settings)
-            n_atoms = system.getNumParticles()  # every iteration's positions for analysis, where that stays small
             reporter = multistate.MultiStateReporter(storage, checkpoint_interval=config.checkpoint_interval,
-                                                     analysis_particle_indices=list(range(n_atoms))
-                                                     if n_atoms <= ANALYSIS_ATOMS else [])
+                                                     analysis_particle_indices=analysis_atoms(system, topology))
             kelvins = [t * unit.kelvin for t in config.temperatures_kelvin]
+            box = system.getDefaultPeriodicBoxVectors() if system.usesPeriodicBoundaryConditions() else None
             with contextlib.redirect_stdout(citations):
-                sampler.create(states.ThermodynamicState(system, kelvins[0]), states.SamplerState(positions), reporter,
-                               temperatures=kelvins, n_temperatures=len(kelvins))
+                sampler.create(states.ThermodynamicState(system, kelvins[0]), states.SamplerState(positions, box_vectors=box),
+                               reporter, temperatures=kelvins, n_temperatures=len(kelvins))
         if citations.getvalue().strip():
             logger.info("openmmtools: " + " ".join(citations.getvalue().split()))
         result = _iterate(sampler, config.iterations, progress)
