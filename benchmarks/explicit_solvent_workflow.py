@@ -172,7 +172,7 @@ def analyze(steps, first_iteration, n_samples, seed, argv=None):
     result = {
         "what": "explicit-water alanine dipeptide: a solute-only model trained on plain PT frames, its basin "
                 "populations at a held-out temperature against the replica there (NOT reweighted: approximate)",
-        "basins": list(BASINS), "iterations": int(ladder.positions.shape[0]), "first_iteration": first_iteration,
+        "basin_names": list(BASINS), "iterations": int(ladder.positions.shape[0]), "first_iteration": first_iteration,
         "md_per_iteration_ps": MD_STEPS * 0.002, "atoms": ladder.system.getNumParticles(),
         "simulation": {"command": "python benchmarks/explicit_solvent_workflow.py simulate --minutes 90",
                        "platform": "CPU, 1 thread", "wall_seconds": float(read_iteration_seconds(STORAGE).sum())}, "training_steps": steps, "training_seconds": training_seconds,
@@ -201,7 +201,7 @@ def plot(result, path):
     rows = result["per_state"]
     kelvins = [r["temperature_kelvin"] for r in rows]
     figure, axes = plt.subplots(1, 3, figsize=(12, 3.6), constrained_layout=True)
-    for b, (axis, basin) in enumerate(zip(axes, result["basins"])):
+    for b, (axis, basin) in enumerate(zip(axes, result["basin_names"])):
         axis.errorbar(kelvins, [r["replica"][b] for r in rows], yerr=[2 * r["replica_error"][b] for r in rows], fmt="o",
                       color="black", label="replica (2 sigma)")
         model_kelvins = kelvins + [r["temperature_kelvin"] for r in result["outside_ladder"]]

@@ -34,6 +34,7 @@ KINDS = {  # file name prefix -> what the benchmark measures
     "kill_and_resume": "a run SIGKILLed at random moments of each stage and resumed; the cost of a storage snapshot",
     "long_run_memory": "a long CPU run: resident memory, buffer and storage over iterations",
     "borrowed_frames": "the 300 K conditional also trained on hotter frames resampled to 300 K: coverage of phi > 0",
+    "explicit_solvent_workflow": "explicit water: a solute-only model (not reweighted) at a temperature held out of training",
 }
 
 
@@ -91,6 +92,10 @@ def headline(result):
                                                  arms["plain"]["df_error_kT"], arms["borrowed"]["ess_phi_positive"],
                                                  arms["borrowed"]["df_kT"], arms["borrowed"]["df_error_kT"],
                                                  result["reference_df_kT"]))
+    if "held_out_error" in result:
+        parts.append("held-out {:.0f} K, model - replica (alpha_R, beta, alpha_L): {}; neighbours' average: {}".format(
+            result["held_out_kelvin"], ", ".join(f"{e:+.3f}" for e in result["held_out_error"]),
+            ", ".join(f"{e:+.3f}" for e in result["neighbour_average_error"])))
     if "rss_mb_last" in result:
         parts.append("resident memory {:.0f} -> {:.0f} MB after the buffer filled; storage {:.1f} MB per 1,000 iterations"
                      .format(result["rss_mb_first_full_buffer"], result["rss_mb_last"],
