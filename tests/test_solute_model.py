@@ -143,6 +143,7 @@ def test_run_on_a_solvated_pdb_is_plain_replica_exchange_that_stores_the_solute_
     monkeypatch.setattr(run_module, "ANALYSIS_ATOMS", 100)  # a box of water too big to store every atom
     with pytest.warns(UserWarning, match="plain replica exchange: the System is periodic"):
         assert cli.main(["run", str(tmp_path / "water.yaml"), "--out", str(tmp_path / "run")]) == 0
+    assert "plain replica exchange" in capsys.readouterr().out
     ladder = read_temperature_ladder(str(tmp_path / "run" / "run.nc"))
     assert ladder.positions.shape[1:] == (2, 22, 3) and list(ladder.stored_atoms) == list(range(22))
     bonds = np.linalg.norm(ladder.positions[:, :, 4] - ladder.positions[:, :, 6], axis=-1)  # C(ACE)-N, whole molecule

@@ -138,7 +138,8 @@ def _run(args):
     acceptance = result.production_acceptance
     print(f"{result.directory}: {result.iterations} iterations ({result.iterations - result.resumed_from} in "
           f"{result.wall_seconds:.0f} s), production acceptance at the target state "
-          + (f"{acceptance:.2f}" if acceptance == acceptance else "- (no production moves yet)")
+          + (f"{acceptance:.2f}" if acceptance == acceptance else
+             "- (plain replica exchange, see the warning)" if result.plain_reason else "- (no production moves yet)")
           + (f"; model: {result.model_path}" if result.model_path else ""))
     return 0
 

@@ -48,6 +48,8 @@ class RunResult:
         Accepted / proposed moves in the production phase of this invocation (NaN if none).
     model_path : str or None
         The exported model, if the model was trained.
+    plain_reason : str or None
+        Why the run was plain replica exchange (no training or proposals), or None.
     """
 
     directory: str
@@ -56,6 +58,7 @@ class RunResult:
     wall_seconds: float
     production_acceptance: float
     model_path: str
+    plain_reason: str = None
 
 
 def build_system(spec):
@@ -237,13 +240,14 @@ def _iterate(sampler, n_iterations, progress):
             proposed += len(sampler.settings.proposals.target_states)
             accepted += statistics["ddpm_n_accepted"]
         loss = statistics.get("ddpm_training_loss", float("nan"))
-        bar.set_postfix(phase="production" if production else "learning",
+        phase = "plain RE" if sampler.plain_reason is not None else "production" if production else "learning"
+        bar.set_postfix(phase=phase,
                         acceptance=f"{accepted / proposed:.2f}" if proposed else "-",
                         loss=f"{loss:.3f}" if loss == loss else "-", refresh=False)
         bar.update(1)
     bar.close()
     return RunResult("", sampler.iteration, start_iteration, time.perf_counter() - start,
-                     accepted / proposed if proposed else float("nan"), None)
+                     accepted / proposed if proposed else float("nan"), None, sampler.plain_reason)
 
 
 def _log_to(path):
