@@ -323,9 +323,6 @@ class DDPMSamplerMixin(PersistenceMixin):
         targets = [self.conditioning.kelvin[int(s)] for s in self._proposals.target_states]
         return OnlineLearner(self.settings, self._thermodynamic_states[0].system, reference, targets)
 
-    def _state_of(self, replica_id):
-        return self._thermodynamic_states[self._replica_thermodynamic_states[replica_id]]
-
 
 class DDPMParallelTemperingSampler(DDPMSamplerMixin, RescaledSwapsMixin, ParallelTemperingSampler):
     __doc__ = (
