@@ -20,6 +20,7 @@ import torch
 from openmm import unit
 from openmmtools import cache, multistate, states
 
+from openmm_ddpm.analysis import batch_means_standard_error
 from openmm_ddpm.app import double_well
 from openmm_ddpm.moves import GenerativeProposal
 from openmm_ddpm.multistate import DDPMReplicaExchangeSampler
@@ -150,3 +151,40 @@ def test_proposals_on_a_ladder_at_one_temperature_reach_the_exact_population(tmp
           f"{wrong:.3f} (state 3 exact {exact_left(TILTS[3]):.3f})")
     assert abs(right - exact_left(TILTS[0])) < 0.1  # 350 draws of a seeded independence chain at ESS ~ 0.5: sd ~ 0.035
     assert abs(wrong - exact_left(TILTS[3])) < 0.1 and abs(wrong - exact_left(TILTS[0])) > 0.2
+
+
+@pytest.mark.slow
+def test_openmm_sampler_proposes_on_a_ladder_of_global_parameters():
+    """The same ladder in OpenMM's own app.ReplicaExchangeSampler: states as dicts of the global parameter."""
+    import random
+
+    from openmm_ddpm.multistate import DDPMOpenMMReplicaExchangeSampler
+    from test_openmm_sampler import run_and_record, simulation_of
+
+    torch.set_num_threads(1)
+    system = double_well_with_tilt_parameter()
+    openmm_states = [{"lambda_tilt": tilt - TILTS[0]} for tilt in TILTS]
+    random.seed(3)  # OpenMM's exchanges
+    sampler = DDPMOpenMMReplicaExchangeSampler(
+        openmm_states, simulation_of(system, 4), 500, model=dict(width=64, depth=2, n_steps=20),
+        training=dict(train_steps=40, min_buffer_frames=200), dynamics=dict(stream_stride=25),
+        proposals=dict(target_states=[0], n_candidates=8, min_training_steps=200), freeze_after=60, seed=1)
+    assert sampler.plain_reason is None and sampler.conditioning.kind == LADDER_POSITION
+    x = system.minimum_positions(0)
+    for state, tilt in zip(sampler._thermodynamic_states, TILTS):  # each state's System has its tilt
+        context = state.create_context(openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName("Reference"))
+        context.setPositions(x)
+        energy = context.getState(getEnergy=True).getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
+        reference = DoubleWell2D(barrier_height=70.0 * unit.kilojoule_per_mole, tilt=tilt * unit.kilojoule_per_mole,
+                                 width_asymmetry=system.width_asymmetry, n_bath_particles=system.n_bath_particles)
+        assert energy == pytest.approx(reference.potential_energy_kj_per_mol(np.asarray(x))[0], rel=1e-10)
+    wells = run_and_record(sampler, system, 240)
+    left = (wells[90:] == 0).astype(float)
+    estimate, error = left.mean(), batch_means_standard_error(left, n_batches=8)
+    exact = exact_left(TILTS[0])
+    print(f"OpenMM sampler, tilt ladder, state 0: exact {exact:.3f}, with proposals {estimate:.3f} +- {error:.3f}")
+    assert abs(estimate - exact) < 4 * max(error, np.sqrt(exact * (1 - exact) / len(left)))
+    assert sum(s.n_accepted for s in sampler.iteration_statistics if s.phase == 1) > 20
+    mixed = [{"temperature": 300 * unit.kelvin, "lambda_tilt": 0.0}, {"temperature": 400 * unit.kelvin, "lambda_tilt": 1.0}]
+    with pytest.warns(UserWarning, match="vary either the temperature or the other parameters"):
+        assert DDPMOpenMMReplicaExchangeSampler(mixed, simulation_of(system, 5), 10).learner is None

@@ -18,11 +18,14 @@ overriding.
 From ``freeze_after`` on the model is frozen for good, every replica's
 kernel is MD, then possibly an exact MH move that leaves its state's
 Boltzmann distribution invariant, and OpenMM's exchanges keep the product
-of them: the run is exact (docs/exactness.md). States must be
-temperature-only dicts ``{'temperature': T}`` of one System; other ladders
-(Hamiltonian exchange), and Systems proposals cannot keep exactly, run as
-plain OpenMM replica exchange with one warning. Mapped exchanges are not
-wired in here (use ``DDPMParallelTemperingSampler``).
+of them: the run is exact (docs/exactness.md). States may be
+temperature-only dicts ``{'temperature': T}``, or dicts of the System's
+global parameters at one temperature (a Hamiltonian ladder: the model is
+then conditioned on each state's place in it, ``conditioning``, and each
+proposal weighed with its state's energy); ladders that vary both, force
+groups, and Systems proposals cannot keep exactly run as plain OpenMM
+replica exchange with one warning. Mapped exchanges are not wired in here
+(use ``DDPMParallelTemperingSampler``).
 """
 import time
 from dataclasses import dataclass
@@ -32,6 +35,7 @@ from openmm import app, unit
 from openmmtools import states as openmmtools_states
 
 from openmm_ddpm.multistate.checkpoints import load_verified, save_atomic
+from openmm_ddpm.multistate.conditioning import state_conditioning
 from openmm_ddpm.multistate.contexts import EnergyContextCache
 from openmm_ddpm.multistate.learner import PHASE_PRODUCTION, OnlineLearner, phase_of
 from openmm_ddpm.multistate.support import plain_replica_exchange_reason, warn_plain_replica_exchange
@@ -71,8 +75,8 @@ class DDPMOpenMMReplicaExchangeSampler(app.ReplicaExchangeSampler):
     Parameters
     ----------
     states, simulation, stepsPerIteration, reinitializeVelocities
-        As ``openmm.app.ReplicaExchangeSampler``; ``states`` are dicts
-        ``{'temperature': T}`` (T a Quantity, or a number in K) for proposals.
+        As ``openmm.app.ReplicaExchangeSampler``; for proposals ``states`` are dicts
+        ``{'temperature': T}`` (T a Quantity, or a number in K), or dicts of global parameters at one temperature.
     representation, model, training, proposals, dynamics : dataclass or dict, optional
         The settings groups (``openmm_ddpm.settings``). Of ``dynamics`` only
         ``stream_stride`` and ``stream_when_frozen`` apply: the MD is the
@@ -104,14 +108,15 @@ class DDPMOpenMMReplicaExchangeSampler(app.ReplicaExchangeSampler):
         self._check_settings(len(states))
         self.iteration_statistics = []
         self.learner, self._thermodynamic_states = None, None
-        self.plain_reason = _temperature_only_reason(states)
+        thermodynamic_states = thermodynamic_states_of(states, simulation.system, simulation.integrator)
+        self.plain_reason = thermodynamic_states if isinstance(thermodynamic_states, str) else None
         if self.plain_reason is None:
-            system = simulation.system
-            self._thermodynamic_states = [openmmtools_states.ThermodynamicState(system, t) for t in _temperatures(states)]
-            self.plain_reason = plain_replica_exchange_reason(self._thermodynamic_states, settings)
+            self._thermodynamic_states = thermodynamic_states
+            self.plain_reason = plain_replica_exchange_reason(thermodynamic_states, settings, any_ladder=True)
         if self.plain_reason is not None:
             warn_plain_replica_exchange(self.plain_reason)
             return
+        self.conditioning = state_conditioning(self._thermodynamic_states)
         self._energy_cache = EnergyContextCache(platform=simulation.context.getPlatform())
         reference = simulation.context.getState(positions=True).getPositions(asNumpy=True).value_in_unit(unit.nanometer)
         targets = [self._kelvin(s) for s in settings.proposals.target_states]
@@ -128,7 +133,9 @@ class DDPMOpenMMReplicaExchangeSampler(app.ReplicaExchangeSampler):
                              "or use DDPMParallelTemperingSampler")
 
     def _kelvin(self, state_index):
-        return self._thermodynamic_states[state_index].temperature.value_in_unit(unit.kelvin)
+        """The model's conditioning value of a state (K): its temperature, or its place in a ladder at one
+        temperature (``conditioning``)."""
+        return self.conditioning.kelvin[state_index]
 
     @property
     def _iteration(self):
@@ -165,7 +172,7 @@ class DDPMOpenMMReplicaExchangeSampler(app.ReplicaExchangeSampler):
                                                         velocities=conformation.getVelocities(asNumpy=True),
                                                         box_vectors=conformation.getPeriodicBoxVectors())
         before = sampler_state.positions.value_in_unit(unit.nanometer).copy()
-        proposal = self.learner.proposal_for(state_index)
+        proposal = self.learner.proposal_for(state_index, self.conditioning.of(state_index))
         proposal.apply(self._thermodynamic_states[state_index], sampler_state, self._energy_cache)
         self._counts["n_candidates"] += proposal.n_candidates
         self._counts["n_accepted"] += int(proposal.last_outcome.chosen > 0)
@@ -206,15 +213,47 @@ class DDPMOpenMMReplicaExchangeSampler(app.ReplicaExchangeSampler):
         self.learner.load_state_dict(load_verified(path, expected_sha256))
 
 
-def _temperature_only_reason(states):
-    """Why OpenMM states cannot get proposals (they vary more than temperature), or None."""
+def thermodynamic_states_of(states, system, integrator):
+    """openmmtools ThermodynamicStates for OpenMM's state dicts, or why there are none (one line).
+
+    Temperature-only dicts give the System at each temperature. Dicts of
+    global parameters (with or without one shared temperature; without, the
+    integrator's) give each state a copy of the System whose global
+    parameter defaults are that state's values, so a proposal's weights use
+    the energy that state's MD samples. Anything else (``groups``, a key
+    that is no global parameter of the System) has no states here.
+    """
+    import copy
+
+    names = _global_parameter_names(system)
     for index, state in enumerate(states):
-        if set(state) != {"temperature"}:
-            varied = sorted(set(state) - {"temperature"}) or ["no temperature"]
-            return (f"state {index} sets {', '.join(map(str, varied))}: the model is conditioned on temperature only; "
-                    "for proposals, give every state as {'temperature': T} only")
-    return None
+        unknown = sorted(str(key) for key in set(state) - {"temperature"} - names)
+        if unknown:
+            return (f"state {index} sets {', '.join(unknown)}, which is not a global parameter of the System; for "
+                    "proposals, give states as temperatures and/or global parameters only")
+    temperatures = [s["temperature"] if "temperature" in s else integrator.getTemperature() for s in states]
+    temperatures = [t if unit.is_quantity(t) else t * unit.kelvin for t in temperatures]
+    systems = []
+    for state in states:
+        parameters = {key: value for key, value in state.items() if key != "temperature"}
+        if not parameters:
+            systems.append(system)
+            continue
+        systems.append(copy.deepcopy(system))
+        _set_global_parameter_defaults(systems[-1], parameters)
+    return [openmmtools_states.ThermodynamicState(s, t) for s, t in zip(systems, temperatures)]
 
 
-def _temperatures(states):
-    return [s["temperature"] if unit.is_quantity(s["temperature"]) else s["temperature"] * unit.kelvin for s in states]
+def _global_parameter_names(system):
+    return {force.getGlobalParameterName(i) for force in system.getForces()
+            if hasattr(force, "getNumGlobalParameters") for i in range(force.getNumGlobalParameters())}
+
+
+def _set_global_parameter_defaults(system, parameters):
+    for force in system.getForces():
+        for i in range(force.getNumGlobalParameters() if hasattr(force, "getNumGlobalParameters") else 0):
+            name = force.getGlobalParameterName(i)
+            if name in parameters:
+                value = parameters[name]
+                force.setGlobalParameterDefaultValue(i, value.value_in_unit_system(unit.md_unit_system)
+                                                     if unit.is_quantity(value) else float(value))
