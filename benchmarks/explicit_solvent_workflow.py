@@ -14,8 +14,9 @@ The model's samples are NOT reweighted: without the water the Boltzmann
 factor of a solute configuration is unknown, so they carry the model's
 error. What is measured is that error: the populations of the
 alpha_R, beta/PPII and alpha_L basins (phi/psi) of the model's samples
-against those of the replica at the same temperature (batch-means error
-bars), at the held-out temperature (interpolation), at the training
+against those of the replica at the same temperature (its own samples,
+batch-means error bars; MBAR over every replica beside it, where MBAR
+converges: in water neighbouring states' energies barely overlap), at the held-out temperature (interpolation), at the training
 temperatures (the fit), and, as the baseline a model must beat, the
 average of the two neighbouring replicas at the held-out temperature.
 Samples at never-simulated temperatures outside the ladder (280 K,
@@ -114,6 +115,18 @@ def replica_populations(indicators):
     return indicators.mean(axis=0), np.array([batch_means_standard_error(column, n_batches) for column in indicators.T])
 
 
+def mbar_populations(indicators, first_iteration, temperatures_kelvin):
+    """MBAR over every state's samples: each basin's population at every state and its error, (n_states, 3) each
+    (NaN where MBAR does not converge: states whose energies in water hardly overlap)."""
+    from openmm_ddpm.app.report import mbar_or_nan
+    from openmm_ddpm.multistate.storage import read_reduced_potentials
+
+    u = read_reduced_potentials(STORAGE, first_iteration=first_iteration)[:len(indicators)]
+    estimates = [mbar_or_nan(u, indicators[:, :, b], temperatures_kelvin) for b in range(indicators.shape[2])]
+    return (np.array([e.mean[:len(temperatures_kelvin)] for e in estimates]).T,
+            np.array([e.error[:len(temperatures_kelvin)] for e in estimates]).T)
+
+
 def model_populations(model, kelvin, n_samples, reference, topology, seed):
     """Basin populations of ``n_samples`` drawn from the solute model at ``kelvin`` (binomial errors), draws outside the
     model's domain left out; and the seconds it took."""
@@ -150,14 +163,17 @@ def analyze(steps, first_iteration, n_samples, seed, argv=None):
     model = load_exported_model(os.path.join(out, "model.pt"), system)
     reference = app.PDBFile(os.path.join(out, "structure.pdb")).getPositions(asNumpy=True).value_in_unit(unit.nanometer)
     ladder = read_temperature_ladder(STORAGE)
-    kept_iterations = ladder.positions[first_iteration - 1:]
+    indicators = np.stack([basin_indicators(states, solute_topology)
+                           for states in ladder.positions[first_iteration - 1:].transpose(1, 0, 2, 3)], axis=1)
+    by_mbar = mbar_populations(indicators, first_iteration, ladder.temperatures_kelvin)
     rows = []
     for k, kelvin in enumerate(ladder.temperatures_kelvin):
-        replica, replica_error = replica_populations(basin_indicators(kept_iterations[:, k], solute_topology))
+        replica, replica_error = replica_populations(indicators[:, k])
         drawn, drawn_error, outside, seconds = model_populations(model, kelvin, n_samples, reference, solute_topology,
                                                                  seed + k)
         rows.append({"temperature_kelvin": kelvin, "held_out": k == HELD_OUT_STATE, "replica": replica.tolist(),
-                     "replica_error": replica_error.tolist(), "model": drawn.tolist(), "model_error": drawn_error.tolist(),
+                     "replica_error": replica_error.tolist(), "mbar": by_mbar[0][k].tolist(),
+                     "mbar_error": by_mbar[1][k].tolist(), "model": drawn.tolist(), "model_error": drawn_error.tolist(),
                      "model_outside_domain": outside, "sampling_seconds": seconds,
                      "deviation_sigma": (np.abs(drawn - replica) / np.hypot(drawn_error, replica_error)).tolist()})
     neighbours = [r for k, r in enumerate(rows) if abs(k - HELD_OUT_STATE) == 1]
@@ -175,7 +191,8 @@ def analyze(steps, first_iteration, n_samples, seed, argv=None):
         "basin_names": list(BASINS), "iterations": int(ladder.positions.shape[0]), "first_iteration": first_iteration,
         "md_per_iteration_ps": MD_STEPS * 0.002, "atoms": ladder.system.getNumParticles(),
         "simulation": {"command": "python benchmarks/explicit_solvent_workflow.py simulate --minutes 90",
-                       "platform": "CPU, 1 thread", "wall_seconds": float(read_iteration_seconds(STORAGE).sum())}, "training_steps": steps, "training_seconds": training_seconds,
+                       "platform": "CPU, 1 thread", "wall_seconds": float(read_iteration_seconds(STORAGE).sum())},
+        "training_steps": steps, "training_seconds": training_seconds,
         "model_samples_per_temperature": n_samples,
         "neighbour_swap_acceptance": neighbour_swap_acceptance(STORAGE, first_iteration).tolist(),
         "held_out_state": HELD_OUT_STATE, "held_out_kelvin": held["temperature_kelvin"],
