@@ -118,7 +118,7 @@ def replica_populations(indicators):
 def mbar_populations(indicators, first_iteration, temperatures_kelvin):
     """MBAR over every state's samples: each basin's population at every state and its error, (n_states, 3) each
     (NaN where MBAR does not converge: states whose energies in water hardly overlap)."""
-    from openmm_ddpm.app.report import mbar_or_nan
+    from openmm_ddpm.analysis.mbar import mbar_or_nan
     from openmm_ddpm.multistate.storage import read_reduced_potentials
 
     u = read_reduced_potentials(STORAGE, first_iteration=first_iteration)[:len(indicators)]

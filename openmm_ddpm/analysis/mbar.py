@@ -106,6 +106,22 @@ def mbar_expectations(reduced_potentials, observable, temperatures_kelvin, targe
     return MBAREstimates(list(temperatures) + list(targets), list(means), list(errors), thinning)
 
 
+def mbar_or_nan(reduced_potentials, observable, temperatures_kelvin):
+    """``mbar_expectations``, or NaN estimates with a warning where pymbar does not converge (states whose energies do
+    not overlap, as in explicit solvent with a wide ladder)."""
+    import warnings
+
+    from pymbar.utils import ParameterError
+
+    try:
+        return mbar_expectations(reduced_potentials, observable, temperatures_kelvin)
+    except ParameterError:
+        warnings.warn("MBAR over the states did not converge (their energies hardly overlap): the MBAR columns are NaN; "
+                      "each state's own samples still give its estimate", stacklevel=2)
+        n_states = len(temperatures_kelvin)
+        return MBAREstimates(list(temperatures_kelvin), [np.nan] * n_states, [np.nan] * n_states, 1)
+
+
 def mbar_thinning(reduced_potentials, observable):
     """Iterations between effectively independent samples of a multistate run.
 

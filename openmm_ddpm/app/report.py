@@ -219,6 +219,7 @@ def peptide_sections(storage, trajectories, topology, config, first, directory, 
 def basin_rows(storage, phi, temperatures_kelvin, first):
     """Per state: P(phi > 0) and dF by its own samples and by MBAR."""
     from openmm_ddpm.analysis import basin_free_energy_difference_kt
+    from openmm_ddpm.analysis.mbar import mbar_or_nan
     from openmm_ddpm.analysis.timeseries import population_free_energy_kt
     from openmm_ddpm.multistate.storage import read_reduced_potentials
 
@@ -234,25 +235,6 @@ def basin_rows(storage, phi, temperatures_kelvin, first):
                      "p": p, "p_error": p_error, "df_kT": df, "df_error_kT": df_error, "p_mbar": float(mbar.mean[k]),
                      "p_mbar_error": float(mbar.error[k]), "df_mbar_kT": df_mbar, "df_mbar_error_kT": df_mbar_error})
     return rows
-
-
-def mbar_or_nan(reduced_potentials, observable, temperatures_kelvin):
-    """``mbar_expectations``, or NaN estimates with a warning where pymbar does not converge (states whose energies do
-    not overlap, as in explicit solvent with a wide ladder)."""
-    import warnings
-
-    from pymbar.utils import ParameterError
-
-    from openmm_ddpm.analysis import mbar_expectations
-    from openmm_ddpm.analysis.mbar import MBAREstimates
-
-    try:
-        return mbar_expectations(reduced_potentials, observable, temperatures_kelvin)
-    except ParameterError:
-        warnings.warn("MBAR over the states did not converge (their energies hardly overlap): the MBAR columns are NaN; "
-                      "each state's own samples still give its estimate", stacklevel=2)
-        n_states = len(temperatures_kelvin)
-        return MBAREstimates(list(temperatures_kelvin), [np.nan] * n_states, [np.nan] * n_states, 1)
 
 
 def model_beside_replicas(directory, topology, replica_dihedrals, kelvin, n_samples, seed):
