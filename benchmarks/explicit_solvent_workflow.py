@@ -200,6 +200,7 @@ def analyze(steps, first_iteration, n_samples, seed, argv=None):
         "neighbour_swap_acceptance": neighbour_swap_acceptance(STORAGE, first_iteration).tolist(),
         "held_out_state": HELD_OUT_STATE, "held_out_kelvin": held["temperature_kelvin"],
         "held_out_error": (np.asarray(held["model"]) - held["replica"]).tolist(),
+        "held_out_error_vs_mbar": (np.asarray(held["model"]) - held["mbar"]).tolist(),
         "neighbour_average_error": (interpolated - held["replica"]).tolist(),
         "training_states_mean_abs_error": float(np.mean([np.abs(np.subtract(r["model"], r["replica"])).mean()
                                                          for r in rows if not r["held_out"]])),
