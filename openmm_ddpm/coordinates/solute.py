@@ -10,8 +10,6 @@ energy is not the solute's free energy in water: samples of such a model
 cannot be reweighted to the solvated ensemble, and the application says so
 wherever it uses one.
 """
-import numpy as np
-
 from openmm_ddpm.coordinates.topology import bond_graph, connected_components
 
 WATER_RESIDUE_NAMES = frozenset({"HOH", "WAT", "SOL", "H2O", "TIP3", "TIP4", "TIP5", "T3P", "T4P", "T5P", "SPC", "OPC"})
@@ -134,9 +132,4 @@ class _Copy:
         return copy
 
 
-def solute_positions(positions, atoms):
-    """The solute's columns of positions (..., N, 3) as a float64 array."""
-    return np.asarray(positions, dtype=np.float64)[..., np.asarray(atoms, dtype=int), :]
-
-
-__all__ = ["solute_atoms", "is_solvated", "solute_system", "solute_positions", "WATER_RESIDUE_NAMES"]
+__all__ = ["solute_atoms", "is_solvated", "solute_system", "WATER_RESIDUE_NAMES"]
