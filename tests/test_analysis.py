@@ -72,6 +72,21 @@ def test_basin_ess_counts_the_samples_each_basin_rests_on():
     assert 1.0 < ess1 < 1.01  # the basin's estimate rests on one sample, whatever the overall ESS (about 2.6)
 
 
+def test_basin_ess_of_a_rare_basin_whose_weights_underflow_when_squared():
+    """Five equal weights 500 nats below the rest (a model that gives a rare basin little weight): ESS 5, not NaN.
+
+    Normalised by the largest weight overall, exp(-500)^2 underflows to 0 (the ESS was NaN); the ESS of a basin does
+    not depend on the scale of its weights, so the answer is 5, and the basin's share of the weight exp(-500) / 2.
+    """
+    from openmm_ddpm.analysis import basin_ess
+
+    log_w = np.array([0.0] * 10 + [-500.0] * 5)
+    result = basin_ess(log_w, log_w < -1)
+    assert result[True] == (pytest.approx(5.0), pytest.approx(np.exp(-500.0) / 2, rel=1e-9), 5)
+    assert result[False] == (pytest.approx(10.0), pytest.approx(1.0), 10)
+    assert basin_ess(log_w + 300.0, log_w < -1)[True][0] == pytest.approx(5.0)  # and no overflow the other way
+
+
 def test_collective_variables_are_the_distances_angles_and_dihedrals_of_their_atoms():
     """Dihedral 4-6-8-14 of alanine dipeptide is mdtraj's phi; a distance and an angle against numpy; the free-energy
     profile is -ln of the histogram's populations."""

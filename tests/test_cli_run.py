@@ -8,6 +8,7 @@ import pytest
 import yaml
 from openmmtools import multistate
 
+from openmm_ddpm.analysis import basin_ess, reweighted_expectation
 from openmm_ddpm.app import cli
 from openmm_ddpm.app.config import ConfigError, default_config, load_config, parse_config
 
@@ -159,6 +160,13 @@ def test_analyze_reports_each_state_from_its_own_samples(tmp_path, capsys):
     phi = mdtraj.compute_phi(mdtraj.Trajectory(samples.positions[kept], topology))[1][:, 0]
     assert report.model_samples["p"] == pytest.approx(np.sum(samples.weights[kept][phi > 0]))
     assert report.model_samples["ess"] == pytest.approx(samples.ess)
+    # ... with the delta-method error and the ESS of the draws inside phi > 0, what that population rests on
+    inside = phi > 0
+    assert report.model_samples["draws_in_phi_positive"] == inside.sum()
+    assert report.model_samples["p_error"] == pytest.approx(reweighted_expectation(samples.log_weights[kept], inside).error)
+    assert report.model_samples["ess_in_phi_positive"] == pytest.approx(
+        basin_ess(samples.log_weights[kept], inside).get(True, (0.0,))[0])
+    assert report.model_samples["ess_in_phi_positive"] <= inside.sum()
     for name in ("report.md", "summary.json", "free_energy_surfaces.png", "proposal_statistics.png", "basin_changes.png",
                  "model_beside_replicas.png", "collective_variables.png"):
         assert os.path.getsize(os.path.join(out, name)) > 0

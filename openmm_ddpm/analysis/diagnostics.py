@@ -110,17 +110,19 @@ def basin_ess(log_weights, basin):
         the Kish ESS of the weights inside the basin, the basin's share of
         the total weight, and its number of samples.
     """
+    from scipy.special import logsumexp
+
     log_weights = np.asarray(log_weights, dtype=float)
     basin = np.asarray(basin)
     finite = np.isfinite(log_weights)
-    w = np.zeros_like(log_weights)
-    if finite.any():
-        w[finite] = np.exp(log_weights[finite] - log_weights[finite].max())
-    total = w.sum()
+    log_total = logsumexp(log_weights[finite]) if finite.any() else -np.inf
     result = {}
     for label in np.unique(basin):
-        inside = w[basin == label]
-        ess = float(inside.sum() ** 2 / np.sum(inside**2)) if inside.sum() > 0 else 0.0
-        share = float(inside.sum() / total) if total > 0 else float("nan")
+        inside = log_weights[finite & (basin == label)]  # in logs: a rare basin's weights underflow when squared
+        if len(inside):
+            ess = float(np.exp(2.0 * logsumexp(inside) - logsumexp(2.0 * inside)))
+            share = float(np.exp(logsumexp(inside) - log_total))
+        else:
+            ess, share = 0.0, (0.0 if finite.any() else float("nan"))
         result[label.item() if hasattr(label, "item") else label] = (ess, share, int(np.sum(basin == label)))
     return result
