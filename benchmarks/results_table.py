@@ -35,6 +35,7 @@ KINDS = {  # file name prefix -> what the benchmark measures
     "long_run_memory": "a long CPU run: resident memory, buffer and storage over iterations",
     "borrowed_frames": "the 300 K conditional also trained on hotter frames resampled to 300 K: coverage of phi > 0",
     "explicit_solvent_workflow": "explicit water: a solute-only model (not reweighted) at a temperature held out of training",
+    "offline_model_levers": "model levers at fixed data (a 5-min plain PT run's frames): importance sampling at 300 K",
 }
 
 
@@ -69,6 +70,10 @@ def headline(result):
     if rows and "mapped_acceptance" in rows[0]:
         parts.append("swap acceptance with 300 K, mapped / plain: " + ", ".join(
             f"{r['mapped_acceptance']:.2g} / {r['plain_acceptance']:.2g} at {r['partner_kelvin']:.0f} K" for r in rows))
+    if rows and "variant" in rows[0]:
+        parts.append("dF(300 K) by IS (ESS in phi > 0): " + ", ".join(
+            f"{r['variant']} {r['df_kT']:.2f} +- {r['df_error_kT']:.2f} ({r['ess_phi_positive']:.1f})" for r in rows
+            if r["temperature_kelvin"] == 300.0 and r["flow_steps"] == 10) + f" (reference {result['reference_df_kT']:.2f})")
     if rows and "mode" in rows[0]:
         parts.append("conditional ESS fraction: " + ", ".join(f"{r['mode']} {r['ess_fraction_mean']:.2f}" for r in rows))
     if "mean_kinetic_energy_300K_kT" in result:
