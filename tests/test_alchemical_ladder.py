@@ -20,10 +20,10 @@ import torch
 from openmm import unit
 from openmmtools import cache, multistate, states
 
-from openmm_ddpm.analysis import batch_means_standard_error
+from openmm_ddpm.analysis import batch_means_standard_error, generate_with_densities
 from openmm_ddpm.app import double_well
 from openmm_ddpm.moves import GenerativeProposal
-from openmm_ddpm.multistate import DDPMReplicaExchangeSampler
+from openmm_ddpm.multistate import DDPMReplicaExchangeSampler, export_proposal_model, load_exported_model
 from openmm_ddpm.multistate.conditioning import LADDER_POSITION, TEMPERATURE, state_conditioning
 from openmm_ddpm.multistate.support import plain_replica_exchange_reason
 from openmm_ddpm.settings import Settings
@@ -130,6 +130,13 @@ def test_proposals_on_a_ladder_at_one_temperature_reach_the_exact_population(tmp
         # error floored at that of independent samples, as in test_sampler_proof (batch means over 8 batches is noisy)
         assert abs(estimate - exact) < 4 * max(error, np.sqrt(exact * (1 - exact) / n_samples))
     assert abs(0.25 - exact_left(TILTS[0])) > 0.4  # state 0 without proposals: one left configuration of four
+
+    # exported, the model says what it is conditioned on, and refuses to be drawn at a temperature
+    export_proposal_model(sampler.learner, str(tmp_path / "model.pt"), sampler.iteration)
+    exported = load_exported_model(str(tmp_path / "model.pt"), system.system)
+    assert exported.conditioning == LADDER_POSITION
+    with pytest.raises(ValueError, match="conditioned on its ladder position"):
+        generate_with_densities(exported, system.system, 300 * unit.kelvin, 4, system.minimum_positions(0))
 
     # negative control: the frozen model's independence chain at state 0, weighted with state 3's reduced potential
     model = sampler.learner.proposal_for(0).model

@@ -196,6 +196,7 @@ def test_sample_writes_frames_whose_weights_are_boltzmann_over_model_density(tmp
     molecule = testsystems.AlanineDipeptideVacuum(constraints=None)
     frames = mdtraj.load(trajectory, top=mdtraj.Topology.from_openmm(molecule.topology)).xyz.astype(np.float64)
     model = load_exported_model(os.path.join(out, "model.pt"), molecule.system)
+    assert model.conditioning == "temperature"  # a temperature ladder's model, drawn at temperatures
 
     def log_weights_at(kelvin):
         state = states.ThermodynamicState(molecule.system, kelvin * unit.kelvin)

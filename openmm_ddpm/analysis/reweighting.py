@@ -114,6 +114,10 @@ def generate_with_densities(model, system, temperature, n_samples, reference_pos
     from openmm_ddpm.model.protocol import draw_candidates
     from openmm_ddpm.moves.proposal import reduced_potentials
 
+    if getattr(model, "conditioning", "temperature") != "temperature":
+        raise ValueError(f"this model is conditioned on its {model.conditioning} (a ladder of states at one temperature), "
+                         "not on temperature: its draws at a temperature belong to no state; draw for state k with "
+                         "GenerativeProposal(model, condition=sampler.conditioning.of(k))")
     if isinstance(reference_positions, unit.Quantity):
         reference_positions = reference_positions.value_in_unit(unit.nanometer)
     reference = np.asarray(reference_positions, dtype=np.float64)

@@ -32,15 +32,20 @@ class DiffusionProposalModel:
         Used as is: pass a frozen float64 copy (``OnlineTrainer.frozen_diffusion``)
         so the model cannot change during a move.
     representation : openmm_ddpm.coordinates.Representation
+    conditioning : str
+        What the ``temperature`` arguments mean: ``"temperature"`` (default), or ``"ladder position"``
+        for a model of a ladder of states at one temperature (``multistate.conditioning``), whose
+        conditioning values are not temperatures to weigh at.
     """
 
-    def __init__(self, diffusion, representation):
+    def __init__(self, diffusion, representation, conditioning="temperature"):
         if diffusion.n_features != representation.n_features:
             raise ValueError(
                 f"model has {diffusion.n_features} features, representation {representation.n_features}"
             )
         self.diffusion = diffusion
         self.representation = representation
+        self.conditioning = str(conditioning)
 
     def sample(self, n, temperature, generator=None, reference_positions=None, score_on_the_way_out=False):
         """Draw n candidates at a temperature with their exact log q.

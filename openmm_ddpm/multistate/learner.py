@@ -56,10 +56,15 @@ class OnlineLearner:
     target_temperatures_kelvin : sequence of float, K
         Temperatures of the proposal target states (used by the training
         setting ``target_fraction``).
+    conditioning : str
+        What the model's conditioning value is (``conditioning.TEMPERATURE``, the default, or
+        ``conditioning.LADDER_POSITION``); exported with the model, so that a model of a ladder at one
+        temperature is never drawn from as if conditioned on temperature.
     """
 
-    def __init__(self, settings, system, reference_positions, target_temperatures_kelvin=()):
+    def __init__(self, settings, system, reference_positions, target_temperatures_kelvin=(), conditioning="temperature"):
         self.settings = settings
+        self.conditioning_kind = str(conditioning)
         self.target_temperatures_kelvin = tuple(float(t) for t in target_temperatures_kelvin)
         self.system = system
         self.reference_positions = np.asarray(reference_positions, dtype=float)
@@ -257,7 +262,8 @@ class OnlineLearner:
 
     def refresh_proposal_model(self):
         """Give every proposal move a new frozen float64 copy of the EMA model."""
-        self._proposal_model = DiffusionProposalModel(self.trainer.frozen_diffusion(), self.representation)
+        self._proposal_model = DiffusionProposalModel(self.trainer.frozen_diffusion(), self.representation,
+                                                      conditioning=self.conditioning_kind)
         for proposal in self.proposals.values():
             proposal.model = self._move_model()
         for exchange in self.exchanges.values():

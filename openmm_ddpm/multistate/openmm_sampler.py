@@ -120,7 +120,8 @@ class DDPMOpenMMReplicaExchangeSampler(app.ReplicaExchangeSampler):
         self._energy_cache = EnergyContextCache(platform=simulation.context.getPlatform())
         reference = simulation.context.getState(positions=True).getPositions(asNumpy=True).value_in_unit(unit.nanometer)
         targets = [self._kelvin(s) for s in settings.proposals.target_states]
-        self.learner = OnlineLearner(settings, simulation.system, np.asarray(reference), targets)
+        self.learner = OnlineLearner(settings, simulation.system, np.asarray(reference), targets,
+                                     conditioning=self.conditioning.kind)
         self.learner.prepare()
         self._counts = dict(n_candidates=0, n_accepted=0, proposal_seconds=0.0)
 

@@ -29,6 +29,7 @@ from openmm_ddpm.multistate.checkpoints import (
     run_directory_of,
     save_atomic,
 )
+from openmm_ddpm.multistate.conditioning import TEMPERATURE, state_conditioning
 from openmm_ddpm.multistate.learner import OnlineLearner, target_temperatures_kelvin
 from openmm_ddpm.settings import GROUPS, Settings
 
@@ -80,8 +81,10 @@ def load_run(storage):
     if state is None or "trainer" not in state:
         raise FileNotFoundError(f"no intact checkpoint with a trained model next to {storage} (in {run_directory_of(storage)})")
     settings = Settings.from_dict({name: options.get(name) for name in (*GROUPS, "freeze_after", "seed")})
+    conditioning = state_conditioning(thermodynamic_states)
     learner = OnlineLearner(settings, thermodynamic_states[0].system, state["reference_positions"].numpy(),
-                            target_temperatures_kelvin(thermodynamic_states, settings.proposals))
+                            target_temperatures_kelvin(thermodynamic_states, settings.proposals),
+                            conditioning=TEMPERATURE if isinstance(conditioning, str) else conditioning.kind)
     learner.load_state_dict(state)
     return LoadedRun(learner.proposal_model, learner, iteration, settings, thermodynamic_states)
 
@@ -117,6 +120,7 @@ def export_proposal_model(learner, path, iteration):
         "package_version": __version__, "iteration": int(iteration),
         "settings": {name: getattr(learner.settings, name).to_dict() for name in GROUPS},
         "reference_positions": torch.as_tensor(learner.reference_positions),
+        "conditioning": learner.conditioning_kind,  # absent in older files: temperature
         "ema_network": {name: value.detach().cpu() for name, value in learner.trainer.ema_network.state_dict().items()},
         **learner._representation_state(),
     }  # CPU tensors: a model trained on a GPU loads anywhere
@@ -156,7 +160,8 @@ def load_exported_model(path, system, expected_sha256=None, device="cpu"):
     check_exported_state(state, path, system)
     settings = Settings.from_dict({name: state["settings"].get(name) for name in GROUPS})
     settings = dataclasses.replace(settings, model=dataclasses.replace(settings.model, device=device))
-    learner = OnlineLearner(settings, system, state["reference_positions"].numpy())
+    learner = OnlineLearner(settings, system, state["reference_positions"].numpy(),
+                            conditioning=state.get("conditioning", "temperature"))
     try:
         learner._rebuild_model(state)
         learner.trainer.ema_network.load_state_dict(state["ema_network"])

@@ -321,7 +321,8 @@ class DDPMSamplerMixin(PersistenceMixin):
     def _new_learner(self):
         reference = self._sampler_states[0].positions.value_in_unit(unit.nanometer)
         targets = [self.conditioning.kelvin[int(s)] for s in self._proposals.target_states]
-        return OnlineLearner(self.settings, self._thermodynamic_states[0].system, reference, targets)
+        return OnlineLearner(self.settings, self._thermodynamic_states[0].system, reference, targets,
+                             conditioning=self.conditioning.kind)
 
 
 class DDPMParallelTemperingSampler(DDPMSamplerMixin, RescaledSwapsMixin, ParallelTemperingSampler):
