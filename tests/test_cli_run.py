@@ -131,6 +131,8 @@ def test_analyze_reports_each_state_from_its_own_samples(tmp_path, capsys):
     elapsed = time.time() - started
     assert cli.main(["analyze", out, "--model-samples", "0"]) == 0
     assert "report.md" in capsys.readouterr().out
+    assert cli.main(["analyze", out, "--model-samples", "8"]) == 0  # the model's line says what phi > 0 rests on
+    assert "draws there, below ~20 not to be trusted" in capsys.readouterr().out
     report = analyze(out, model_samples=16, seed=3, collective_variables=["4,6,8,14", "6,8,14,16"])
     assert report.collective_variables == [[4, 6, 8, 14], [6, 8, 14, 16]]
     for bad, message in ((["4,6,8,99"], "0..21"), (["4,6,8,14,16"], "5 atoms"), (["1,2"] * 3, "3 times")):

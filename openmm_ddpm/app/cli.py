@@ -158,7 +158,8 @@ def _analyze(args):
     if report.model_samples:
         m = report.model_samples
         print(f"  model at {m['temperature_kelvin']:.1f} K, {'reweighted' if m['reweighted'] else 'as drawn (approximate)'}: P(phi > 0) {m['p']:.4f} +- {m['p_error']:.4f} "
-              f"(ESS {m['ess']:.0f} of {m['samples']})")
+              f"(ESS {m['ess']:.0f} of {m['samples']}; in phi > 0 {m['ess_in_phi_positive']:.1f} of "
+              f"{m['draws_in_phi_positive']} draws there, below ~20 not to be trusted)")
     return 0
 
 
