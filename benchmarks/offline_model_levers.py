@@ -43,7 +43,7 @@ import numpy as np
 import openmm
 import torch
 from openmm import unit
-from openmmtools import cache, multistate, states, testsystems
+from openmmtools import testsystems
 from provenance import write_result  # noqa: E402  (benchmarks/, the script's directory)
 
 import remd_traces
@@ -84,19 +84,9 @@ VARIANTS = {
 
 def simulate(seconds, seed, directory):
     """Plain PT of ``remd_traces.SYSTEMS['alanine_vacuum_6']`` for ``seconds``, every atom stored; iterations run."""
-    torch.set_num_threads(1)
-    np.random.seed(seed)
-    compared = remd_traces.SYSTEMS["alanine_vacuum_6"]
-    cache.global_context_cache.set_platform(openmm.Platform.getPlatformByName(compared.platform))
-    system, positions, _ = compared.make()
     os.makedirs(directory, exist_ok=True)
-    reporter = multistate.MultiStateReporter(os.path.join(directory, "run.nc"), checkpoint_interval=100,
-                                             analysis_particle_indices=list(range(system.getNumParticles())))
-    sampler = remd_traces.make_sampler(compared, "plain", seed)
-    kelvins = compared.temperatures_kelvin
-    sampler.create(states.ThermodynamicState(system, kelvins[0] * unit.kelvin),
-                   [states.SamplerState(p) for p in positions], reporter,
-                   temperatures=[t * unit.kelvin for t in kelvins], n_temperatures=len(kelvins))
+    sampler, reporter, _ = remd_traces.start_sampler(remd_traces.SYSTEMS["alanine_vacuum_6"], "plain", seed, directory,
+                                                     every_atom=True)
     start = time.perf_counter()
     while time.perf_counter() - start < seconds:
         sampler.run(1)

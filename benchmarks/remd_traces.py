@@ -185,26 +185,35 @@ def make_sampler(compared, kind, seed):
                       stream_stride=compared.stream_stride, stream_when_frozen=False), **compared.augmented)
 
 
-def run_trace(compared, kind, seed, seconds, path, directory=None):
-    """Run one sampler for ``seconds`` of wall time (s) and save its trace to ``path`` (.npz).
+def start_sampler(compared, kind, seed, directory, every_atom=False):
+    """A created sampler (``make_sampler``) with its storage ``directory``/run.nc, one thread; (sampler, reporter, in_basin).
 
     Plain PT gets its seed through numpy's global generator (openmmtools'
     mixing) and OpenMM's Langevin seed; the augmented sampler through its
-    ``seed`` (every stream of the run).
+    ``seed`` (every stream of the run). The storage holds atom 0 per
+    iteration, or ``every_atom``.
     """
     torch.set_num_threads(1)
     np.random.seed(seed)
     properties = {"Threads": "1"} if compared.platform == "CPU" else None
     cache.global_context_cache.set_platform(openmm.Platform.getPlatformByName(compared.platform), properties)
     system, positions, in_basin = compared.make()
-    directory = directory or tempfile.mkdtemp(prefix=f"compare_{compared.name}_{kind}_")
+    stored = list(range(system.getNumParticles())) if every_atom else [0]
     reporter = multistate.MultiStateReporter(os.path.join(directory, "run.nc"), checkpoint_interval=100,
-                                             analysis_particle_indices=[0])
+                                             analysis_particle_indices=stored)
     sampler = make_sampler(compared, kind, seed)
     kelvins = compared.temperatures_kelvin
     sampler.create(states.ThermodynamicState(system, kelvins[0] * unit.kelvin),
                    [states.SamplerState(p) for p in positions], reporter,
                    temperatures=[t * unit.kelvin for t in kelvins], n_temperatures=len(kelvins))
+    return sampler, reporter, in_basin
+
+
+def run_trace(compared, kind, seed, seconds, path, directory=None):
+    """Run one sampler (``start_sampler``) for ``seconds`` of wall time (s) and save its trace to ``path`` (.npz)."""
+    directory = directory or tempfile.mkdtemp(prefix=f"compare_{compared.name}_{kind}_")
+    sampler, reporter, in_basin = start_sampler(compared, kind, seed, directory)
+    kelvins = compared.temperatures_kelvin
     rows = _run_for(sampler, kind, in_basin, seconds, compared.train_fraction)
     if kind == "augmented" and sampler.learner.proposal_model is not None:  # the frozen model, for importance sampling
         export_proposal_model(sampler.learner, path.replace(".npz", "_model.pt"), sampler.iteration)

@@ -28,6 +28,7 @@ from openmm_ddpm.moves.mapped_exchange import MappedExchange
 from openmm_ddpm.moves.mixture import TemperatureMixture
 from openmm_ddpm.moves.proposal import GenerativeProposal, ProposalStatistics
 from openmm_ddpm.multistate.buffer import ReplayBuffer
+from openmm_ddpm.multistate.conditioning import TEMPERATURE, state_conditioning
 from openmm_ddpm.seeding import integer_seed, numpy_generator
 
 logger = logging.getLogger(__name__)
@@ -62,7 +63,7 @@ class OnlineLearner:
         temperature is never drawn from as if conditioned on temperature.
     """
 
-    def __init__(self, settings, system, reference_positions, target_temperatures_kelvin=(), conditioning="temperature"):
+    def __init__(self, settings, system, reference_positions, target_temperatures_kelvin=(), conditioning=TEMPERATURE):
         self.settings = settings
         self.conditioning_kind = str(conditioning)
         self.target_temperatures_kelvin = tuple(float(t) for t in target_temperatures_kelvin)
@@ -369,8 +370,6 @@ def _resolve_device(device):
 def target_temperatures_kelvin(thermodynamic_states, proposal_settings):
     """Conditioning values (K) of the proposal target states that exist among ``thermodynamic_states``: their
     temperatures on a temperature ladder (``conditioning.state_conditioning``)."""
-    from openmm_ddpm.multistate.conditioning import state_conditioning
-
     conditioning = state_conditioning(thermodynamic_states)
     if isinstance(conditioning, str):
         return [thermodynamic_states[int(s)].temperature.value_in_unit(unit.kelvin)

@@ -161,7 +161,7 @@ def load_exported_model(path, system, expected_sha256=None, device="cpu"):
     settings = Settings.from_dict({name: state["settings"].get(name) for name in GROUPS})
     settings = dataclasses.replace(settings, model=dataclasses.replace(settings.model, device=device))
     learner = OnlineLearner(settings, system, state["reference_positions"].numpy(),
-                            conditioning=state.get("conditioning", "temperature"))
+                            conditioning=state.get("conditioning", TEMPERATURE))
     try:
         learner._rebuild_model(state)
         learner.trainer.ema_network.load_state_dict(state["ema_network"])
