@@ -113,9 +113,8 @@ def generate_with_densities(model, system, temperature, n_samples, reference_pos
     from openmm_ddpm.model.proposal_model import DiffusionProposalModel
     from openmm_ddpm.model.protocol import draw_candidates
     from openmm_ddpm.moves.proposal import reduced_potentials
-    from openmm_ddpm.multistate.conditioning import TEMPERATURE
 
-    if getattr(model, "conditioning", TEMPERATURE) != TEMPERATURE:
+    if getattr(model, "conditioning", "temperature") != "temperature":  # analysis/ does not import multistate/
         raise ValueError(f"this model is conditioned on its {model.conditioning} (a ladder of states at one temperature), "
                          "not on temperature: its draws at a temperature belong to no state; draw for state k with "
                          "GenerativeProposal(model, condition=sampler.conditioning.of(k))")
