@@ -189,14 +189,30 @@ def test_sample_writes_frames_whose_weights_are_boltzmann_over_model_density(tmp
     out = str(tmp_path / "run")
     assert cli.main(["run", write(tmp_path / "tiny.yaml", {**TINY, "iterations": 8}), "--out", out, "--quiet"]) == 0
     trajectory = str(tmp_path / "samples.dcd")
-    assert cli.main(["sample", out, "--temperature", "450K", "-n", "16", "--out", trajectory]) == 0
-    assert "ESS" in capsys.readouterr().out
+    for bad in ("4,6,8,14", "4,6,8,14:0", "4,6,8,99:0:180", "4,6,8,14:zero:180", "4,6,8,14:180:0"):
+        assert cli.main(["sample", out, "--temperature", "450K", "-n", "4", "--out", trajectory, "--region", bad]) == 2
+        assert "--region" in capsys.readouterr().err
+    assert not os.path.exists(trajectory)  # refused before drawing
+    assert cli.main(["sample", out, "--temperature", "450K", "-n", "16", "--out", trajectory,
+                     "--region", "4,6,8,14:0:180", "--region", "4, 6, 8, 14:-180:0"]) == 0
+    printed = capsys.readouterr().out
+    assert "ESS" in printed
     table = np.loadtxt(str(tmp_path / "samples.weights.csv"), delimiter=",", skiprows=1)
     weights, log_w = table[:, 0], table[:, 1]
     assert table.shape == (16, 4) and weights.sum() == pytest.approx(1.0)
 
     molecule = testsystems.AlanineDipeptideVacuum(constraints=None)
     frames = mdtraj.load(trajectory, top=mdtraj.Topology.from_openmm(molecule.topology)).xyz.astype(np.float64)
+    # each region's line: the weight and the draws inside it, from the written frames and weights (phi by mdtraj)
+    phi = np.degrees(mdtraj.compute_phi(mdtraj.Trajectory(frames, mdtraj.Topology.from_openmm(molecule.topology)))[1][:, 0])
+    lines = {line.split(":")[0]: line for line in printed.splitlines() if line.startswith("region")}
+    for text, inside in (("region 4,6,8,14", phi >= 0), ("region 4, 6, 8, 14", phi < 0)):
+        population = float(lines[text].split("population ")[1].split(" ")[0])
+        draws = int(lines[text].split("resting on ")[1].split(" ")[0])
+        ess = float(lines[text].split("ESS ")[1])
+        assert population == pytest.approx(weights[inside].sum(), abs=1e-3) and draws == inside.sum()
+        expected_ess = weights[inside].sum() ** 2 / np.sum(weights[inside] ** 2) if inside.any() else 0.0
+        assert ess == pytest.approx(expected_ess, abs=0.06)
     model = load_exported_model(os.path.join(out, "model.pt"), molecule.system)
     assert model.conditioning == "temperature"  # a temperature ladder's model, drawn at temperatures
 

@@ -5,22 +5,22 @@ KINDS = {2: "distance", 3: "angle", 4: "dihedral"}
 UNITS = {"distance": "nm", "angle": "deg", "dihedral": "deg"}
 
 
-def parse_collective_variable(text, n_atoms):
+def parse_collective_variable(text, n_atoms, option="--cv"):
     """'4,6,8,14' -> (4, 6, 8, 14): 2 atoms a distance, 3 an angle, 4 a dihedral (0-based indices).
 
     Raises
     ------
     ValueError
-        One line naming the problem and the fix.
+        One line naming the problem and the fix (``option``: the command-line option it came from).
     """
     try:
         atoms = tuple(int(part) for part in str(text).replace(" ", "").split(","))
     except ValueError:
-        raise ValueError(f"--cv {text!r}: give 2, 3 or 4 comma-separated atom indices, e.g. --cv 4,6,8,14") from None
+        raise ValueError(f"{option} {text!r}: give 2, 3 or 4 comma-separated atom indices, e.g. 4,6,8,14") from None
     if len(atoms) not in KINDS:
-        raise ValueError(f"--cv {text!r}: {len(atoms)} atoms; a distance takes 2, an angle 3, a dihedral 4")
+        raise ValueError(f"{option} {text!r}: {len(atoms)} atoms; a distance takes 2, an angle 3, a dihedral 4")
     if min(atoms) < 0 or max(atoms) >= n_atoms or len(set(atoms)) != len(atoms):
-        raise ValueError(f"--cv {text!r}: the indices must be distinct and in 0..{n_atoms - 1} (0-based)")
+        raise ValueError(f"{option} {text!r}: the indices must be distinct and in 0..{n_atoms - 1} (0-based)")
     return atoms
 
 

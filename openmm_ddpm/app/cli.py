@@ -51,6 +51,11 @@ def build_parser():
     sample.add_argument("-n", type=int, default=1000, help="samples (default: %(default)s)")
     sample.add_argument("--out", default="samples.dcd", help="trajectory, .dcd or .pdb (default: %(default)s)")
     sample.add_argument("--seed", type=int, default=0)
+    sample.add_argument("--region", action="append", default=[], metavar="I,J[,K[,L]]:LOW:HIGH",
+                        help="a range of a collective variable (atoms 0-based; nm for a distance, degrees for an angle "
+                             "or dihedral): prints its reweighted population and the draws and ESS inside it, which "
+                             "are what that population rests on; repeatable. E.g. 4,6,8,14:0:180 (phi > 0 of "
+                             "alanine dipeptide)")
     train = commands.add_parser("train", parents=[common], help="a model from a plain openmmtools replica-exchange storage",
                                 description="Train a temperature-conditioned model on every state's frames of a "
                                             "finished openmmtools temperature-ladder run (every atom stored as an "
@@ -167,11 +172,14 @@ def _sample(args):
     import numpy as np
 
     from openmm_ddpm.app.config import ConfigError
-    from openmm_ddpm.app.sample import LOW_ESS, draw_weighted, parse_temperature, write_samples
+    from openmm_ddpm.app.sample import (LOW_ESS, LOW_REGION_ESS, draw_weighted, parse_region, parse_temperature,
+                                        region_estimate, run_topology, write_samples)
 
     if args.n < 1:
         raise ConfigError(f"-n must be a positive integer, got {args.n}")
     temperature = parse_temperature(args.temperature)
+    topology = run_topology(args.directory) if args.region else None
+    regions = [parse_region(text, topology.getNumAtoms()) for text in args.region]  # refused before any drawing
     samples = draw_weighted(args.directory, temperature, args.n, seed=args.seed)
     weights_path = write_samples(samples, args.directory, args.out)
     outside = int(np.sum(~np.all(np.isfinite(samples.positions), axis=(1, 2))))
@@ -183,6 +191,14 @@ def _sample(args):
     elif samples.ess < LOW_ESS:
         print(f"warning: ESS {samples.ess:.1f} < {LOW_ESS}: weighted averages over these samples are not to be trusted; "
               "draw more, or train the model longer", file=sys.stderr)
+    for region in regions:
+        estimate = region_estimate(samples, topology, region)
+        print(f"region {region.text}: population {estimate.population:.4g} +- {estimate.error:.2g}, resting on "
+              f"{estimate.draws} draws inside, ESS {estimate.ess:.1f}")
+        if samples.reweighted and not estimate.trusted:
+            print(f"warning: region {region.text}: ESS {estimate.ess:.1f} < {LOW_REGION_ESS} inside it: its population "
+                  "and error bar are not to be trusted (the model seldom draws where its weight is); draw more, or "
+                  "give the model more frames of that region", file=sys.stderr)
     return 0
 
 

@@ -23,6 +23,7 @@ from openmm_ddpm.app.config import ConfigError, load_config
 from openmm_ddpm.app.run import CONFIG_NAME, MODEL_NAME, build_system
 
 LOW_ESS = 50  # below this many effective samples a weighted average is not to be trusted
+LOW_REGION_ESS = 20  # below this many effective draws inside a region its population is not to be trusted
 
 
 @dataclass
@@ -97,7 +98,7 @@ def write_samples(samples, directory, path):
 
     if os.path.splitext(path)[1].lower() not in (".dcd", ".pdb"):
         raise ConfigError(f"--out {path!r}: write a .dcd or a .pdb trajectory")
-    _, _, topology = build_system(load_config(os.path.join(directory, CONFIG_NAME)).system)
+    topology = run_topology(directory)
     kept = np.all(np.isfinite(samples.positions), axis=(1, 2))  # draws outside the model's domain have no structure
     mdtraj.Trajectory(samples.positions[kept].astype(np.float32), mdtraj.Topology.from_openmm(topology)).save(path)
     weights_path = os.path.splitext(path)[0] + ".weights.csv"
@@ -105,6 +106,74 @@ def write_samples(samples, directory, path):
     np.savetxt(weights_path, np.column_stack([column[kept] for column in columns]),
                delimiter=",", header="weight,log_weight,reduced_potential_kT,log_q", comments="")
     return weights_path
+
+
+@dataclass(frozen=True)
+class Region:
+    """``low <= value < high`` of one collective variable (``atoms``: 2 a distance in nm, 3 an angle, 4 a dihedral,
+    both in degrees), as the user wrote it (``text``)."""
+
+    atoms: tuple
+    low: float
+    high: float
+    text: str
+
+
+@dataclass(frozen=True)
+class RegionEstimate:
+    """What the weighted samples say of a region: its ``population`` (Boltzmann probability at the samples'
+    temperature) and delta-method ``error``, and what that rests on: the ``draws`` inside it and their Kish ``ess``."""
+
+    region: Region
+    population: float
+    error: float
+    draws: int
+    ess: float
+
+    @property
+    def trusted(self):
+        """False below ``LOW_REGION_ESS`` effective draws inside: the error bar then says little (a rare region's
+        weight may sit where the model seldom draws)."""
+        return self.ess >= LOW_REGION_ESS
+
+
+def parse_region(text, n_atoms):
+    """'4,6,8,14:0:180' (atoms:low:high) -> Region; a one-line error naming the fix otherwise."""
+    from openmm_ddpm.analysis.collective import parse_collective_variable
+
+    parts = str(text).replace(" ", "").split(":")
+    if len(parts) != 3:
+        raise ConfigError(f"--region {text!r}: write ATOMS:LOW:HIGH, e.g. --region 4,6,8,14:0:180 (phi > 0 of "
+                          "alanine dipeptide; nm for a distance, degrees for an angle or dihedral)")
+    try:
+        atoms = parse_collective_variable(parts[0], n_atoms, option="--region")
+        low, high = float(parts[1]), float(parts[2])
+    except ValueError as error:
+        message = str(error) if str(error).startswith("--region") else f"--region {text!r}: LOW and HIGH must be numbers"
+        raise ConfigError(message) from None
+    if not low < high:
+        raise ConfigError(f"--region {text!r}: LOW must be below HIGH (a dihedral range across 180 degrees: give two "
+                          "regions)")
+    return Region(atoms, low, high, str(text))
+
+
+def region_estimate(samples, topology, region):
+    """The ``RegionEstimate`` of ``region`` from weighted ``Samples`` of a System with ``topology``."""
+    from openmm_ddpm.analysis import basin_ess, reweighted_expectation
+    from openmm_ddpm.analysis.collective import collective_variable_values
+
+    kept = np.all(np.isfinite(samples.positions), axis=(1, 2))  # draws outside the domain: no structure, weight 0
+    values = collective_variable_values(samples.positions[kept], topology, region.atoms)
+    inside = (values >= region.low) & (values < region.high)
+    log_w = samples.log_weights[kept]
+    estimate = reweighted_expectation(log_w, inside)
+    ess = basin_ess(log_w, inside).get(True, (0.0,))[0]
+    return RegionEstimate(region, estimate.mean, estimate.error, int(inside.sum()), ess)
+
+
+def run_topology(directory):
+    """The openmm.app.Topology of a run's System (its ``config.yaml``)."""
+    return build_system(load_config(os.path.join(directory, CONFIG_NAME)).system)[2]
 
 
 def parse_temperature(text):
