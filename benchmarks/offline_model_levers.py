@@ -107,9 +107,14 @@ class Frames:
 
 
 def prepare(storage, first_iteration, seed):
-    """A learner with its representation fitted on the run's frames (the package's path), and the featurized Frames."""
-    ladder = read_temperature_ladder(storage)
-    positions = ladder.positions[first_iteration:]
+    """A learner with its representation fitted on the run's frames (the package's path), and the featurized Frames.
+
+    ``storage``: one run's .nc file, or a list of them (runs of the same ladder; their frames pooled).
+    """
+    storages = [storage] if isinstance(storage, str) else list(storage)
+    ladders = [read_temperature_ladder(path) for path in storages]
+    ladder = ladders[0]
+    positions = np.concatenate([each.positions[first_iteration:] for each in ladders])
     molecule = testsystems.AlanineDipeptideVacuum(constraints=None)
     settings = default_config().settings
     n_frames = positions.shape[0] * positions.shape[1]

@@ -35,6 +35,7 @@ KINDS = {  # file name prefix -> what the benchmark measures
     "long_run_memory": "a long CPU run: resident memory, buffer and storage over iterations",
     "borrowed_frames": "the 300 K conditional also trained on hotter frames resampled to 300 K: coverage of phi > 0",
     "explicit_solvent_workflow": "explicit water: a solute-only model (not reweighted) at a temperature held out of training",
+    "basin_data_curve": "a model's density inside one basin against the frames of that basin it learned from",
     "offline_model_levers": "model levers at fixed data (a 5-min plain PT run's frames): importance sampling at 300 K",
 }
 
@@ -64,7 +65,10 @@ def headline(result):
     if rows and "weighted_points_per_second" in rows[0]:
         parts.append("s per move / weighted points per s: " + ", ".join(
             f"{r['seconds_per_move_median']:.2f} / {r['weighted_points_per_second']:.1f} (K {r['n_candidates']})" for r in rows))
-    if rows and "ess_fraction" in rows[0]:
+    if rows and "training_frames" in rows[0]:
+        parts.append(f"ESS fraction inside {rows[0]['basin']} by training frames: " + ", ".join(
+            f"{r['training_frames']}: {r['ess_fraction']:.2g} at {r['temperature_kelvin']:.0f} K" for r in rows))
+    elif rows and "ess_fraction" in rows[0]:
         parts.append("ESS fraction: " + ", ".join(f"{r['ess_fraction']:.2f} at {r['temperature_kelvin']:.0f} K"
                                                   for r in rows))
     if rows and "mapped_acceptance" in rows[0]:
