@@ -23,23 +23,12 @@ import numpy as np
 import torch
 from openmm import unit
 from provenance import write_result  # noqa: E402  (benchmarks/, the script's directory)
-from scipy.special import logsumexp
 
 import offline_model_levers
 import remd_traces
-from openmm_ddpm.analysis import generate_with_densities
+from openmm_ddpm.analysis import generate_with_densities, stratum_log_partition_function
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-
-
-def log_mean_with_error(log_terms):
-    """(log of the mean of exp(t), its delta-method error, Kish ESS of the terms); t = -inf counts as 0."""
-    t = np.where(np.isfinite(log_terms), log_terms, -np.inf)
-    if not np.isfinite(t).any():
-        return float("-inf"), float("nan"), 0.0
-    log_mean = logsumexp(t) - np.log(len(t))
-    ratio = np.exp(t - log_mean)
-    return float(log_mean), float(np.sqrt(np.var(ratio) / len(t))), float(ratio.sum() ** 2 / (ratio**2).sum())
 
 
 def basin_subset(frames, positive, n_frames, seed):
@@ -69,7 +58,8 @@ def rows_for(storages, positive, n_frames, targets, n_samples, steps, seed):
                                                             n_samples, molecule.positions, batch_size=64,
                                                             seed=seed + 1 + i)
         inside = remd_traces.phi_positive(positions) == positive
-        log_z, log_z_error, ess = log_mean_with_error(np.where(inside, -reduced - log_q, -np.inf))
+        estimate = stratum_log_partition_function(-reduced - log_q, inside)
+        log_z, log_z_error, ess = estimate.log_z, estimate.log_z_error, estimate.ess
         rows.append({"basin": "phi > 0" if positive else "phi < 0", "training_frames": len(subset.z),
                      "training_frames_per_kelvin": counts, "temperature_kelvin": kelvin, "samples": n_samples,
                      "drawn_in_basin": float(inside.mean()), "ess": ess, "ess_fraction": ess / n_samples,

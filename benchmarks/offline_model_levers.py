@@ -83,14 +83,19 @@ VARIANTS = {
 
 
 def simulate(seconds, seed, directory):
-    """Plain PT of ``remd_traces.SYSTEMS['alanine_vacuum_6']`` for ``seconds``, every atom stored; iterations run."""
+    """Plain PT of ``remd_traces.SYSTEMS['alanine_vacuum_6']`` for ``seconds``, every atom stored; iterations run.
+
+    ``directory``/wall.npy: the wall time (s) at the end of each iteration, from the run's start.
+    """
     os.makedirs(directory, exist_ok=True)
     sampler, reporter, _ = remd_traces.start_sampler(remd_traces.SYSTEMS["alanine_vacuum_6"], "plain", seed, directory,
                                                      every_atom=True)
-    start = time.perf_counter()
+    start, wall = time.perf_counter(), []
     while time.perf_counter() - start < seconds:
         sampler.run(1)
+        wall.append(time.perf_counter() - start)
     reporter.close()
+    np.save(os.path.join(directory, "wall.npy"), np.asarray(wall))
     return sampler.iteration
 
 
@@ -106,15 +111,16 @@ class Frames:
     frames: torch.Tensor
 
 
-def prepare(storage, first_iteration, seed):
+def prepare(storage, first_iteration, seed, last_iteration=None):
     """A learner with its representation fitted on the run's frames (the package's path), and the featurized Frames.
 
-    ``storage``: one run's .nc file, or a list of them (runs of the same ladder; their frames pooled).
+    ``storage``: one run's .nc file, or a list of them (runs of the same ladder; their frames pooled); frames
+    ``first_iteration`` to ``last_iteration`` (exclusive; None: to the end) of each.
     """
     storages = [storage] if isinstance(storage, str) else list(storage)
     ladders = [read_temperature_ladder(path) for path in storages]
     ladder = ladders[0]
-    positions = np.concatenate([each.positions[first_iteration:] for each in ladders])
+    positions = np.concatenate([each.positions[first_iteration:last_iteration] for each in ladders])
     molecule = testsystems.AlanineDipeptideVacuum(constraints=None)
     settings = default_config().settings
     n_frames = positions.shape[0] * positions.shape[1]
@@ -254,14 +260,23 @@ def importance_sample(learner, system, molecule, kelvin, flow_steps, n_samples, 
     return row
 
 
-def plain_run_df(storage, first_iteration):
-    """dF(300 K) (kT) of the plain run itself by MBAR over its states, and its error."""
+def plain_run_arrays(storage):
+    """(reduced potentials (n, K, K), phi > 0 of each state's configuration (n, K) as 0/1, temperatures K) of a run."""
     reduced = read_reduced_potentials(storage)
     ladder = read_temperature_ladder(storage)
     n = min(len(reduced), len(ladder.positions))
     basin = np.stack([remd_traces.phi_positive(ladder.positions[:n, k]) for k in range(len(ladder.temperatures_kelvin))],
                      axis=1).astype(float)
-    estimate = mbar_expectations(reduced[first_iteration:n], basin[first_iteration:n], ladder.temperatures_kelvin)
+    return reduced[:n], basin, ladder.temperatures_kelvin
+
+
+def plain_run_df(storage, first_iteration, last_iteration=None, arrays=None):
+    """dF(300 K) (kT) of the plain run itself by MBAR over its states (up to ``last_iteration``), and its error.
+
+    ``arrays``: ``plain_run_arrays(storage)`` when already read (reading dominates the cost).
+    """
+    reduced, basin, kelvins = plain_run_arrays(storage) if arrays is None else arrays
+    estimate = mbar_expectations(reduced[first_iteration:last_iteration], basin[first_iteration:last_iteration], kelvins)
     return population_free_energy_kt(estimate.mean[0], estimate.error[0])
 
 

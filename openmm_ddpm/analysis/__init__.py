@@ -4,7 +4,7 @@
 inefficiency, batch means) and basin free energies; ``mbar``: MBAR over a
 run's states, at unsimulated temperatures, and pooled with model samples;
 ``reweighting``: importance weights of model samples and generation at any
-temperature; ``diagnostics``: expected acceptance, overfitting gap,
+temperature; ``stratified``: each region weighed from its own proposal's draws; ``diagnostics``: expected acceptance, overfitting gap,
 per-basin ESS; ``dihedrals``: peptide phi/psi and free-energy surfaces.
 May import ``model``, ``moves`` and ``multistate.storage``; never the
 samplers or the application.
@@ -30,6 +30,11 @@ from openmm_ddpm.analysis.reweighting import (
                                        reweight_run_with_model,
                                        reweighted_expectation,
 )
+from openmm_ddpm.analysis.stratified import (
+                                       StratumEstimate,
+                                       stratified_free_energy_difference_kt,
+                                       stratum_log_partition_function,
+)
 from openmm_ddpm.analysis.timeseries import (
                                        basin_free_energy_difference_kt,
                                        batch_means_standard_error,
@@ -37,8 +42,9 @@ from openmm_ddpm.analysis.timeseries import (
                                        population_free_energy_kt,
 )
 
-__all__ = ["MBAREstimates", "PooledEstimate", "WeightedEstimate", "backbone_dihedrals", "basin_ess", "basin_free_energy_difference_kt",
+__all__ = ["MBAREstimates", "PooledEstimate", "StratumEstimate", "WeightedEstimate", "backbone_dihedrals", "basin_ess", "basin_free_energy_difference_kt",
            "batch_means_standard_error", "expected_mh_acceptance", "free_energy_surface", "generate_at_temperature",
            "generate_with_densities", "log_weight_gap", "mbar_expectations", "mbar_thinning",
            "mbar_with_model_samples", "mean_with_correlated_error", "population_free_energy_kt",
-           "reweight_run_and_model_samples", "reweight_run_with_model", "reweighted_expectation"]
+           "reweight_run_and_model_samples", "reweight_run_with_model", "reweighted_expectation",
+           "stratified_free_energy_difference_kt", "stratum_log_partition_function"]
