@@ -36,6 +36,8 @@ KINDS = {  # file name prefix -> what the benchmark measures
     "borrowed_frames": "the 300 K conditional also trained on hotter frames resampled to 300 K: coverage of phi > 0",
     "explicit_solvent_workflow": "explicit water: a solute-only model (not reweighted) at a temperature held out of training",
     "basin_data_curve": "a model's density inside one basin against the frames of that basin it learned from",
+    "stratified_basin_sampling": "a rare basin at 300 K by stratified importance sampling (a model of the basin from MD "
+                                 "inside it) against plain PT on the same clock",
     "offline_model_levers": "model levers at fixed data (a 5-min plain PT run's frames): importance sampling at 300 K",
 }
 
@@ -65,6 +67,13 @@ def headline(result):
     if rows and "weighted_points_per_second" in rows[0]:
         parts.append("s per move / weighted points per s: " + ", ".join(
             f"{r['seconds_per_move_median']:.2f} / {r['weighted_points_per_second']:.1f} (K {r['n_candidates']})" for r in rows))
+    if rows and "plain_course" in rows[0]:
+        parts.append("dF(300 K) by stratified IS: " + ", ".join(
+            f"{r['df_kT']:.2f} +- {r['df_error_kT']:.2f} in {r['wall_seconds']:.0f} s" for r in rows)
+            + "; plain PT's own MBAR then: " + ", ".join(
+            "n/a" if r["plain_same_clock"]["df_kT"] is None else
+            f"{r['plain_same_clock']['df_kT']:.2f} +- {r['plain_same_clock']['df_error_kT']:.2f}" for r in rows)
+            + f" (reference {result['reference_df_kT']:.2f})")
     if rows and "training_frames" in rows[0]:
         parts.append(f"ESS fraction inside {rows[0]['basin']} by training frames: " + ", ".join(
             f"{r['training_frames']}: {r['ess_fraction']:.2g} at {r['temperature_kelvin']:.0f} K" for r in rows))
