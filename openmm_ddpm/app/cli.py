@@ -56,6 +56,17 @@ def build_parser():
                              "or dihedral): prints its reweighted population and the draws and ESS inside it, which "
                              "are what that population rests on; repeatable. E.g. 4,6,8,14:0:180 (phi > 0 of "
                              "alanine dipeptide)")
+    sample.add_argument("--stratify", action="store_true",
+                        help="weigh the (one) --region from its own model: short MD at the temperature inside it, "
+                             "seeded from the run's frames there, trains a model of the region (DIR/region_model.pt); "
+                             "the region's population then comes from that model's draws, the rest from the run's "
+                             "model's, all weights exact. For a rare basin the run's model draws too seldom; cut the "
+                             "region at barriers")
+    sample.add_argument("--region-seeds", type=int, default=32, help="--stratify: MD starts (default: %(default)s)")
+    sample.add_argument("--region-md-ps", type=float, default=20.0,
+                        help="--stratify: ps of MD from each start, after 2 ps of relaxation (default: %(default)s)")
+    sample.add_argument("--region-steps", type=int, default=20_000,
+                        help="--stratify: training steps of the region model (default: %(default)s)")
     train = commands.add_parser("train", parents=[common], help="a model from a plain openmmtools replica-exchange storage",
                                 description="Train a temperature-conditioned model on every state's frames of a "
                                             "finished openmmtools temperature-ladder run (every atom stored as an "
@@ -180,6 +191,8 @@ def _sample(args):
     temperature = parse_temperature(args.temperature)
     topology = run_topology(args.directory) if args.region else None
     regions = [parse_region(text, topology.getNumAtoms()) for text in args.region]  # refused before any drawing
+    if args.stratify:
+        return _sample_stratified(args, temperature, regions)
     samples = draw_weighted(args.directory, temperature, args.n, seed=args.seed)
     weights_path = write_samples(samples, args.directory, args.out)
     outside = int(np.sum(~np.all(np.isfinite(samples.positions), axis=(1, 2))))
@@ -199,6 +212,34 @@ def _sample(args):
             print(f"warning: region {region.text}: ESS {estimate.ess:.1f} < {LOW_REGION_ESS} inside it: its population "
                   "and error bar are not to be trusted (the model seldom draws where its weight is); draw more, or "
                   "give the model more frames of that region", file=sys.stderr)
+    return 0
+
+
+def _sample_stratified(args, temperature, regions):
+    from openmm_ddpm.app.config import ConfigError
+    from openmm_ddpm.app.sample import LOW_REGION_ESS, write_samples
+    from openmm_ddpm.app.stratify import FEW_REGION_FRAMES, stratified_draws
+
+    if len(regions) != 1:
+        raise ConfigError("--stratify weighs one region: give exactly one --region")
+    if args.region_seeds < 1 or args.region_md_ps <= 0 or args.region_steps < 1:
+        raise ConfigError("--region-seeds, --region-md-ps and --region-steps must be positive")
+    result = stratified_draws(args.directory, temperature, regions[0], args.n, seed=args.seed, n_seeds=args.region_seeds,
+                              md_ps=args.region_md_ps, steps=args.region_steps)
+    weights_path = write_samples(result.samples, args.directory, args.out)
+    region, rest = result.region, result.rest
+    print(f"{args.out}: {2 * args.n} draws at {args.temperature} ({args.n} from each model), weights in {weights_path}")
+    print(f"region {regions[0].text} by stratified importance sampling: population {result.population:.4g} +- "
+          f"{result.population_error:.2g}, dF = -ln(Z_region / Z_rest) = {result.df_kt:.3f} +- {result.df_error_kt:.3f} "
+          f"kT; ESS inside the region {region.ess:.1f} of {region.draws} (its model, {result.region_frames} MD "
+          f"frames; {result.region_model_path}), outside {rest.ess:.1f} of {rest.draws} (the run's model)")
+    if result.region_frames < FEW_REGION_FRAMES:
+        print(f"warning: the region model learned from {result.region_frames} frames (< {FEW_REGION_FRAMES}): "
+              "give more --region-seeds or --region-md-ps", file=sys.stderr)
+    for label, stratum in (("inside the region", region), ("outside it", rest)):
+        if stratum.ess < LOW_REGION_ESS:
+            print(f"warning: ESS {stratum.ess:.1f} < {LOW_REGION_ESS} {label}: that stratum's estimate is not to be "
+                  "trusted; draw more, train longer, or cut the region at barriers", file=sys.stderr)
     return 0
 
 
