@@ -103,18 +103,63 @@ def train_region_model(settings, system, reference_nm, ladder, region_frames, ke
     return learner
 
 
+def in_region(positions_nm, topology, region):
+    """Whether each configuration (n, N, 3) nm lies in ``region``; False where it has no structure (NaN)."""
+    from openmm_ddpm.analysis.collective import collective_variable_values
+
+    positions_nm = np.asarray(positions_nm)
+    kept = np.all(np.isfinite(positions_nm), axis=(1, 2))
+    inside = np.zeros(len(positions_nm), dtype=bool)
+    values = collective_variable_values(positions_nm[kept], topology, region.atoms)
+    inside[kept] = (values >= region.low) & (values < region.high)
+    return inside
+
+
+def region_frames(ladder, system, topology, region, kelvin, n_seeds, md_ps, stride, seed, platform):
+    """MD frames at ``kelvin`` that stayed in ``region``, from up to ``n_seeds`` of the run's stored frames in it."""
+    stored = ladder.positions.reshape(-1, *ladder.positions.shape[2:])
+    inside = np.flatnonzero(in_region(stored, topology, region))
+    if len(inside) == 0:
+        raise ConfigError(f"--region {region.text}: no stored frame of the run lies in it, so there is nothing to seed "
+                          "its MD from: run longer, or check the range")
+    rng = np.random.default_rng(seed)
+    seeds = stored[rng.choice(inside, min(n_seeds, len(inside)), replace=False)].astype(np.float64)
+    frames = region_md(system, seeds, kelvin, md_ps, stride, seed, platform)
+    frames = frames[in_region(frames, topology, region)]
+    if len(frames) == 0:
+        raise ConfigError(f"--region {region.text}: the MD left the region from every seed: is it a basin at "
+                          f"{kelvin:g} K? (cut it at barriers)")
+    return frames
+
+
+def draw_stratum(model_path, system, temperature, n_samples, reference_nm, inside_of, seed):
+    """One model's draws and their ``StratumEstimate``; ``inside_of(positions)`` marks the draws in its stratum.
+
+    Returns (StratumEstimate, positions, log w of the combined sample (exp(-u) / q / n inside, -inf outside),
+    reduced potentials, log q).
+    """
+    from openmm_ddpm.analysis import generate_with_densities, stratum_log_partition_function
+    from openmm_ddpm.multistate import load_exported_model
+
+    model = load_exported_model(model_path, system)
+    drawn, reduced, log_q = generate_with_densities(model, system, temperature, n_samples, reference_nm, seed=seed)
+    drawn = np.asarray(drawn)
+    log_w = np.where(np.isfinite(log_q) & np.isfinite(reduced), -reduced - log_q, -np.inf)
+    stratum = inside_of(drawn)
+    return (stratum_log_partition_function(log_w, stratum), drawn, np.where(stratum, log_w - np.log(n_samples), -np.inf),
+            reduced, log_q)
+
+
 def stratified_draws(directory, temperature, region, n_samples, seed=0, n_seeds=32, md_ps=20.0, stride=40,
                      steps=20_000):
     """The ``StratifiedSamples`` of ``region`` (``sample.Region``) at ``temperature`` (Quantity) for a run directory."""
     from openmm import unit
 
-    from openmm_ddpm.analysis import generate_with_densities, stratified_free_energy_difference_kt, \
-        stratum_log_partition_function
-    from openmm_ddpm.analysis.collective import collective_variable_values
+    from openmm_ddpm.analysis import stratified_free_energy_difference_kt
     from openmm_ddpm.app.report import run_storage
     from openmm_ddpm.app.train import read_temperature_ladder, solute_columns
     from openmm_ddpm.moves.multiple_try import effective_sample_size
-    from openmm_ddpm.multistate import export_proposal_model, load_exported_model
+    from openmm_ddpm.multistate import export_proposal_model
 
     if solute_columns(directory) is not None:
         raise ConfigError("--stratify needs a model whose samples can be reweighted; this one is of the solute alone")
@@ -122,49 +167,24 @@ def stratified_draws(directory, temperature, region, n_samples, seed=0, n_seeds=
     config = load_config(os.path.join(directory, CONFIG_NAME))
     system, positions, topology = build_system(config.system)
     reference = positions.value_in_unit(unit.nanometer)
-    seconds, clock = {}, time.perf_counter()
+    clock = time.perf_counter()
     ladder = read_temperature_ladder(run_storage(directory)[0])
-    stored = ladder.positions.reshape(-1, *ladder.positions.shape[2:])
-    values = collective_variable_values(stored, topology, region.atoms)
-    inside = np.flatnonzero((values >= region.low) & (values < region.high))
-    if len(inside) == 0:
-        raise ConfigError(f"--region {region.text}: no stored frame of the run lies in it, so there is nothing to seed "
-                          "its MD from: run longer, or check the range")
-    rng = np.random.default_rng(seed)
-    seeds = stored[rng.choice(inside, min(n_seeds, len(inside)), replace=False)].astype(np.float64)
-    frames = region_md(system, seeds, kelvin, md_ps, stride, seed, config.platform)
-    values = collective_variable_values(frames, topology, region.atoms)
-    frames = frames[(values >= region.low) & (values < region.high)]
-    if len(frames) == 0:
-        raise ConfigError(f"--region {region.text}: the MD left the region from every seed: is it a basin at "
-                          f"{kelvin:g} K? (cut it at barriers)")
-    seconds["region_md"] = time.perf_counter() - clock
+    frames = region_frames(ladder, system, topology, region, kelvin, n_seeds, md_ps, stride, seed, config.platform)
+    seconds = {"region_md": time.perf_counter() - clock}
     learner = train_region_model(config.settings, system, reference, ladder, frames, kelvin, steps)
     region_model_path = os.path.join(directory, REGION_MODEL_NAME)
     export_proposal_model(learner, region_model_path, 0)
     seconds["region_model_training"] = time.perf_counter() - clock - seconds["region_md"]
-    parts, estimates = [], []
-    for path, offset, want_inside in ((region_model_path, 1, True), (os.path.join(directory, MODEL_NAME), 2, False)):
-        model = load_exported_model(path, system)
-        drawn, reduced, log_q = generate_with_densities(model, system, temperature, n_samples, reference,
-                                                        seed=seed + offset)
-        drawn = np.asarray(drawn)
-        log_w = np.where(np.isfinite(log_q) & np.isfinite(reduced), -reduced - log_q, -np.inf)
-        kept = np.all(np.isfinite(drawn), axis=(1, 2))
-        in_region = np.zeros(len(drawn), dtype=bool)
-        cv = collective_variable_values(drawn[kept], topology, region.atoms)
-        in_region[kept] = (cv >= region.low) & (cv < region.high)
-        stratum = in_region if want_inside else ~in_region & kept
-        estimates.append(stratum_log_partition_function(log_w, stratum))
-        parts.append((drawn, np.where(stratum, log_w - np.log(n_samples), -np.inf), reduced, log_q))
-    seconds["draws"] = time.perf_counter() - clock - seconds["region_md"] - seconds["region_model_training"]
-    region_estimate, rest_estimate = estimates
-    df, df_error = stratified_free_energy_difference_kt(region_estimate, rest_estimate)
+    inside = draw_stratum(region_model_path, system, temperature, n_samples, reference,
+                          lambda x: in_region(x, topology, region), seed + 1)
+    outside = draw_stratum(os.path.join(directory, MODEL_NAME), system, temperature, n_samples, reference,
+                           lambda x: ~in_region(x, topology, region) & np.all(np.isfinite(x), axis=(1, 2)), seed + 2)
+    seconds["draws"] = time.perf_counter() - clock - sum(seconds.values())
+    df, df_error = stratified_free_energy_difference_kt(inside[0], outside[0])
     population = float(1.0 / (1.0 + np.exp(df))) if np.isfinite(df) else float("nan")
-    log_weights = np.concatenate([part[1] for part in parts])
-    samples = Samples(np.concatenate([part[0] for part in parts]), log_weights,
-                      np.concatenate([part[2] for part in parts]), np.concatenate([part[3] for part in parts]),
-                      effective_sample_size(log_weights))
-    return StratifiedSamples(samples, region_estimate, rest_estimate, population,
+    log_weights = np.concatenate([inside[2], outside[2]])
+    samples = Samples(np.concatenate([inside[1], outside[1]]), log_weights, np.concatenate([inside[3], outside[3]]),
+                      np.concatenate([inside[4], outside[4]]), effective_sample_size(log_weights))
+    return StratifiedSamples(samples, inside[0], outside[0], population,
                              float(population * (1.0 - population) * df_error), df, df_error, len(frames),
                              region_model_path, seconds)
