@@ -53,9 +53,7 @@ def draw_weighted(directory, temperature, n_samples, seed=0, batch_size=64):
     """Draw ``n_samples`` from the run's model at ``temperature`` (openmm.unit.Quantity) with their weights."""
     from openmm import unit
 
-    from openmm_ddpm.analysis import generate_with_densities
     from openmm_ddpm.app.train import solute_columns
-    from openmm_ddpm.moves.multiple_try import effective_sample_size
     from openmm_ddpm.multistate import load_exported_model
 
     model_path = os.path.join(directory, MODEL_NAME)
@@ -67,7 +65,15 @@ def draw_weighted(directory, temperature, n_samples, seed=0, batch_size=64):
     reference = positions.value_in_unit(unit.nanometer)
     if solute_columns(directory) is not None:  # the solute in vacuum is not the solvated ensemble: no weights
         return draw_unweighted(model, temperature, n_samples, reference, seed, batch_size)
-    samples, reduced, log_q = generate_with_densities(model, system, temperature, n_samples, reference,
+    return weighted_draws(model, system, temperature, n_samples, reference, seed, batch_size)
+
+
+def weighted_draws(model, system, temperature, n_samples, reference_nm, seed=0, batch_size=64):
+    """``Samples`` of a loaded model at ``temperature``: log w = -u - log q (-inf outside the model's support)."""
+    from openmm_ddpm.analysis import generate_with_densities
+    from openmm_ddpm.moves.multiple_try import effective_sample_size
+
+    samples, reduced, log_q = generate_with_densities(model, system, temperature, n_samples, reference_nm,
                                                       batch_size=batch_size, seed=seed)
     log_w = np.where(np.isfinite(log_q) & np.isfinite(reduced), -reduced - log_q, -np.inf)
     return Samples(np.asarray(samples), log_w, reduced, log_q, effective_sample_size(log_w))
@@ -157,17 +163,26 @@ def parse_region(text, n_atoms):
     return Region(atoms, low, high, str(text))
 
 
+def in_region(positions_nm, topology, region):
+    """Whether each configuration (n, N, 3) nm lies in ``region``; False where it has no structure (NaN: a draw
+    outside the model's domain, whose weight is 0)."""
+    from openmm_ddpm.analysis.collective import collective_variable_values
+
+    positions_nm = np.asarray(positions_nm)
+    kept = np.all(np.isfinite(positions_nm), axis=(1, 2))
+    inside = np.zeros(len(positions_nm), dtype=bool)
+    values = collective_variable_values(positions_nm[kept], topology, region.atoms)
+    inside[kept] = (values >= region.low) & (values < region.high)
+    return inside
+
+
 def region_estimate(samples, topology, region):
     """The ``RegionEstimate`` of ``region`` from weighted ``Samples`` of a System with ``topology``."""
     from openmm_ddpm.analysis import basin_ess, reweighted_expectation
-    from openmm_ddpm.analysis.collective import collective_variable_values
 
-    kept = np.all(np.isfinite(samples.positions), axis=(1, 2))  # draws outside the domain: no structure, weight 0
-    values = collective_variable_values(samples.positions[kept], topology, region.atoms)
-    inside = (values >= region.low) & (values < region.high)
-    log_w = samples.log_weights[kept]
-    estimate = reweighted_expectation(log_w, inside)
-    ess = basin_ess(log_w, inside).get(True, (0.0,))[0]
+    inside = in_region(samples.positions, topology, region)  # draws without structure carry weight 0 (log w -inf)
+    estimate = reweighted_expectation(samples.log_weights, inside)
+    ess = basin_ess(samples.log_weights, inside).get(True, (0.0,))[0]
     return RegionEstimate(region, estimate.mean, estimate.error, int(inside.sum()), ess)
 
 

@@ -30,7 +30,7 @@ import numpy as np
 
 from openmm_ddpm.app.config import ConfigError, load_config
 from openmm_ddpm.app.run import CONFIG_NAME, MODEL_NAME, build_system, choose_platform
-from openmm_ddpm.app.sample import Samples
+from openmm_ddpm.app.sample import Samples, in_region, weighted_draws
 
 REGION_MODEL_NAME = "region_model.pt"
 RELAX_PS = 2.0
@@ -103,18 +103,6 @@ def train_region_model(settings, system, reference_nm, ladder, region_frames, ke
     return learner
 
 
-def in_region(positions_nm, topology, region):
-    """Whether each configuration (n, N, 3) nm lies in ``region``; False where it has no structure (NaN)."""
-    from openmm_ddpm.analysis.collective import collective_variable_values
-
-    positions_nm = np.asarray(positions_nm)
-    kept = np.all(np.isfinite(positions_nm), axis=(1, 2))
-    inside = np.zeros(len(positions_nm), dtype=bool)
-    values = collective_variable_values(positions_nm[kept], topology, region.atoms)
-    inside[kept] = (values >= region.low) & (values < region.high)
-    return inside
-
-
 def region_frames(ladder, system, topology, region, kelvin, n_seeds, md_ps, stride, seed, platform):
     """MD frames at ``kelvin`` that stayed in ``region``, from up to ``n_seeds`` of the run's stored frames in it."""
     stored = ladder.positions.reshape(-1, *ladder.positions.shape[2:])
@@ -135,19 +123,18 @@ def region_frames(ladder, system, topology, region, kelvin, n_seeds, md_ps, stri
 def draw_stratum(model_path, system, temperature, n_samples, reference_nm, inside_of, seed):
     """One model's draws and their ``StratumEstimate``; ``inside_of(positions)`` marks the draws in its stratum.
 
-    Returns (StratumEstimate, positions, log w of the combined sample (exp(-u) / q / n inside, -inf outside),
-    reduced potentials, log q).
+    Returns (StratumEstimate, ``Samples`` whose log w is that of the combined sample: exp(-u) / q / n inside the
+    stratum, -inf outside).
     """
-    from openmm_ddpm.analysis import generate_with_densities, stratum_log_partition_function
+    import dataclasses
+
+    from openmm_ddpm.analysis import stratum_log_partition_function
     from openmm_ddpm.multistate import load_exported_model
 
-    model = load_exported_model(model_path, system)
-    drawn, reduced, log_q = generate_with_densities(model, system, temperature, n_samples, reference_nm, seed=seed)
-    drawn = np.asarray(drawn)
-    log_w = np.where(np.isfinite(log_q) & np.isfinite(reduced), -reduced - log_q, -np.inf)
-    stratum = inside_of(drawn)
-    return (stratum_log_partition_function(log_w, stratum), drawn, np.where(stratum, log_w - np.log(n_samples), -np.inf),
-            reduced, log_q)
+    drawn = weighted_draws(load_exported_model(model_path, system), system, temperature, n_samples, reference_nm, seed)
+    stratum = inside_of(drawn.positions)
+    return (stratum_log_partition_function(drawn.log_weights, stratum),
+            dataclasses.replace(drawn, log_weights=np.where(stratum, drawn.log_weights - np.log(n_samples), -np.inf)))
 
 
 def stratified_draws(directory, temperature, region, n_samples, seed=0, n_seeds=32, md_ps=20.0, stride=40,
@@ -182,9 +169,11 @@ def stratified_draws(directory, temperature, region, n_samples, seed=0, n_seeds=
     seconds["draws"] = time.perf_counter() - clock - sum(seconds.values())
     df, df_error = stratified_free_energy_difference_kt(inside[0], outside[0])
     population = float(1.0 / (1.0 + np.exp(df))) if np.isfinite(df) else float("nan")
-    log_weights = np.concatenate([inside[2], outside[2]])
-    samples = Samples(np.concatenate([inside[1], outside[1]]), log_weights, np.concatenate([inside[3], outside[3]]),
-                      np.concatenate([inside[4], outside[4]]), effective_sample_size(log_weights))
+    both = [inside[1], outside[1]]
+    log_weights = np.concatenate([part.log_weights for part in both])
+    samples = Samples(np.concatenate([part.positions for part in both]), log_weights,
+                      np.concatenate([part.reduced_potentials for part in both]),
+                      np.concatenate([part.log_q for part in both]), effective_sample_size(log_weights))
     return StratifiedSamples(samples, inside[0], outside[0], population,
                              float(population * (1.0 - population) * df_error), df, df_error, len(frames),
                              region_model_path, seconds)
